@@ -1,0 +1,108 @@
+"""Settings: defaults, then environment variables (prefix ROLLOUT_), then explicit overrides.
+
+Nothing is read at import time; `Settings.load()` is called by the app factory and the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ROLLOUT_"
+
+
+def _project_root() -> Path:
+    """The checkout this package lives in (flags/, bentos/ and notebooks/ sit beside service/)."""
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = field(default_factory=_project_root)
+    data_dir: Path = field(default_factory=lambda: _project_root() / ".data")
+    flags_dir: Path = field(default_factory=lambda: _project_root() / "flags")
+    bentos_dir: Path = field(default_factory=lambda: _project_root() / "bentos")
+    reports_dir: Path = field(default_factory=lambda: _project_root() / "reports")
+    notebooks_dir: Path = field(default_factory=lambda: _project_root() / "notebooks")
+    environment: str = "development"
+    app_name: str = "model-selector"
+    # Server mode when set; embedded (flags/ compiled and loaded offline) otherwise.
+    unleash_url: str | None = None
+    unleash_token: str | None = field(default=None, repr=False)
+    refresh_interval: int = 5
+    database_url: str | None = None
+    # "churn:v1=http://127.0.0.1:3001,churn:v2=..." or the catalog file written by the demo.
+    bento_urls: str | None = None
+    forward_timeout: float = 2.0
+    max_body_bytes: int = 1 << 20
+    event_batch_size: int = 500
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None) -> Settings:
+        """Defaults, then ROLLOUT_* and UNLEASH_* environment variables, then `overrides`."""
+        settings = cls()
+        env = _from_environment(settings)
+        settings = replace(settings, **env)
+        if overrides:
+            settings = replace(settings, **_coerce_all(settings, overrides))
+        return settings
+
+    @property
+    def event_store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'events.db'}"
+
+    @property
+    def catalog_file(self) -> Path:
+        return self.data_dir / "catalog.json"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.data_dir / "bentoml"
+
+    @property
+    def unleash_cache_dir(self) -> Path:
+        return self.data_dir / "unleash-cache"
+
+
+def _from_environment(settings: Settings) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in fields(settings):
+        raw = os.environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = raw
+    # The conventional Unleash variable names work too.
+    if "unleash_url" not in values and os.environ.get("UNLEASH_URL"):
+        values["unleash_url"] = os.environ["UNLEASH_URL"]
+    if "unleash_token" not in values:
+        values["unleash_token"] = _read_token()
+    return _coerce_all(settings, {k: v for k, v in values.items() if v is not None})
+
+
+def _read_token() -> str | None:
+    """Backend token from UNLEASH_API_TOKEN, or from the file named by UNLEASH_API_TOKEN_FILE."""
+    if os.environ.get("UNLEASH_API_TOKEN"):
+        return os.environ["UNLEASH_API_TOKEN"].strip()
+    token_file = os.environ.get("UNLEASH_API_TOKEN_FILE")
+    if token_file:
+        return Path(token_file).read_text(encoding="utf-8").strip()
+    return None
+
+
+def _coerce_all(settings: Settings, values: dict[str, Any]) -> dict[str, Any]:
+    types = {f.name: type(getattr(settings, f.name)) for f in fields(settings)}
+    unknown = set(values) - set(types)
+    if unknown:
+        raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return {name: _coerce(types[name], value) for name, value in values.items()}
+
+
+def _coerce(kind: type, value: Any) -> Any:
+    if value is None:
+        return None
+    if issubclass(kind, Path):
+        return Path(value)
+    if isinstance(value, str) and kind in (int, float):
+        return kind(value)
+    return value

@@ -1,0 +1,208 @@
+"""The event store: every routing decision (exposure) and every outcome, batched in the background.
+
+Requests only append to an in-memory queue; one writer thread inserts in batches, so logging
+never blocks the request path. `close()` drains the queue, so nothing buffered is lost on a
+graceful shutdown. SQLite by default, PostgreSQL (or any SQLAlchemy URL) when configured.
+The notebooks read only these two tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+exposures = sa.Table(
+    "exposures",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False, index=True),  # epoch seconds, UTC
+    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("flag", sa.String(200), nullable=False, index=True),
+    sa.Column("environment", sa.String(100), nullable=False),
+    sa.Column("user_id", sa.String(200), index=True),
+    sa.Column("session_id", sa.String(200)),
+    sa.Column("region", sa.String(100)),
+    sa.Column("segment", sa.String(100)),
+    sa.Column("properties", sa.JSON),
+    sa.Column("variant", sa.String(200), nullable=False),
+    sa.Column("bento", sa.String(200)),
+    sa.Column("reason", sa.String(100), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),  # HTTP status returned to the caller
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("prediction", sa.Float),  # the model's score, when the bento returned one
+    sa.Column("shadow", sa.Boolean, nullable=False, default=False),
+    sa.Column("fallback", sa.Boolean, nullable=False, default=False),
+    sa.Column("error", sa.Text),
+)
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("request_id", sa.String(64), index=True),
+    sa.Column("user_id", sa.String(200), index=True),
+    sa.Column("flag", sa.String(200), index=True),
+    sa.Column("metric", sa.String(200), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+)
+
+
+@dataclass
+class Exposure:
+    """One routing decision, as logged."""
+
+    request_id: str
+    flag: str
+    environment: str
+    variant: str
+    bento: str | None
+    reason: str
+    status: int
+    user_id: str | None = None
+    session_id: str | None = None
+    region: str | None = None
+    segment: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    latency_ms: float | None = None
+    prediction: float | None = None
+    shadow: bool = False
+    fallback: bool = False
+    error: str | None = None
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass
+class Outcome:
+    """Something that happened after a decision: a conversion, a label, a correction."""
+
+    metric: str
+    value: float
+    request_id: str | None = None
+    user_id: str | None = None
+    flag: str | None = None
+    ts: float = field(default_factory=time.time)
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine with the tables created; SQLite in WAL mode so readers never block the writer."""
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+_STOP = object()
+
+
+class EventWriter:
+    """Appends events from any thread; a background thread writes them in batches.
+
+    Never raises into the request path. A failed batch is retried (with back-off) rather
+    than dropped, so a database blip delays events but does not lose them.
+    """
+
+    def __init__(self, engine: sa.Engine, batch_size: int = 500):
+        self.engine = engine
+        self.batch_size = batch_size
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._written = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+        self._thread.start()
+
+    def record(self, event: Exposure | Outcome) -> None:
+        """Queue one event; returns at once."""
+        self._queue.put(event)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything still queued, then stop the writer thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("event writer did not drain within %.0fs; %d events pending",
+                      timeout, self.depth)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Block until everything queued so far is written (for tests and the simulator)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, markers, stopping = self._take_batch()
+            if batch:
+                self._write(batch)
+            for marker in markers:
+                marker.set()
+
+    def _take_batch(self) -> tuple[list[Exposure | Outcome], list[threading.Event], bool]:
+        """Block for the first item, then take whatever else is already queued.
+
+        Under load events pile up while a batch is being written, so batches grow by
+        themselves; when idle, a single event is written at once.
+        """
+        items = [self._queue.get()]
+        while len(items) < self.batch_size:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        batch = [i for i in items if isinstance(i, Exposure | Outcome)]
+        markers = [i for i in items if isinstance(i, threading.Event)]
+        return batch, markers, any(i is _STOP for i in items)
+
+    def _write(self, batch: list[Exposure | Outcome]) -> None:
+        rows_by_table: dict[sa.Table, list[dict[str, Any]]] = {exposures: [], outcomes: []}
+        for event in batch:
+            table = exposures if isinstance(event, Exposure) else outcomes
+            rows_by_table[table].append(asdict(event))
+        delay = 0.1
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    for table, rows in rows_by_table.items():
+                        if rows:
+                            conn.execute(table.insert(), rows)
+                self._written += len(batch)
+                return
+            except Exception:  # keep the events; a database blip must not lose them
+                log.exception("writing %d events failed; retrying in %.1fs", len(batch), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,363 @@
+"""Flags as code: the YAML files in flags/ parsed into typed definitions and validated.
+
+Every problem is reported with the file, the flag and the field, and all of them are
+collected before anything is raised, so one run of `rollout flags validate` shows the lot.
+Unleash's wire format lives in `unleash_features.py`; this module knows only our YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.errors import FlagDefinitionError, FlagProblem
+
+CONTEXT_FILE = "context.yaml"
+ENVIRONMENTS = ("development", "production")
+BUILTIN_CONTEXT_FIELDS = ("userId", "sessionId", "remoteAddress", "environment", "appName",
+                          "currentTime")
+STICKINESS = ("default", "userId", "sessionId", "random")
+MULTI_VALUE_OPERATORS = ("IN", "NOT_IN", "STR_CONTAINS", "STR_STARTS_WITH", "STR_ENDS_WITH")
+SINGLE_VALUE_OPERATORS = ("NUM_EQ", "NUM_GT", "NUM_GTE", "NUM_LT", "NUM_LTE", "DATE_AFTER",
+                          "DATE_BEFORE", "SEMVER_EQ", "SEMVER_GT", "SEMVER_LT")
+BENTO_TAG = re.compile(r"^[a-z0-9][a-z0-9_.-]*:[A-Za-z0-9][A-Za-z0-9_.-]*$")
+FLAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class ContextField:
+    name: str
+    description: str = ""
+    legal_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Constraint:
+    field: str
+    operator: str
+    values: tuple[str, ...]
+    inverted: bool = False
+    case_insensitive: bool = False
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    rollout: int = 100
+    stickiness: str = "userId"
+    constraints: tuple[Constraint, ...] = ()
+    variants: dict[str, float] = field(default_factory=dict)  # variant name -> percent
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    enabled: bool
+    strategies: tuple[Strategy, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlagDefinition:
+    """One model flag: which bento each variant serves, and who gets which variant."""
+
+    name: str
+    file: str
+    default_bento: str
+    variants: dict[str, str]  # variant name -> bento tag
+    environments: dict[str, Environment]
+    description: str = ""
+
+    def bentos(self) -> set[str]:
+        return {self.default_bento, *self.variants.values()}
+
+
+@dataclass
+class FlagSet:
+    """Every flag in flags/, with the context fields they may target."""
+
+    flags: dict[str, FlagDefinition]
+    context_fields: dict[str, ContextField]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a flag file must not."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}'", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _construct_mapping)
+
+
+def load_flags(flags_dir: Path, known_bentos: Iterable[str] | None = None) -> FlagSet:
+    """Parse and validate every flag file; raise FlagDefinitionError listing all problems.
+
+    `known_bentos` are the tags a flag may point at (declared in bentos/); None skips that check.
+    """
+    problems: list[FlagProblem] = []
+    context_fields = _load_context(flags_dir, problems)
+    reader = _FlagReader(context_fields, set(known_bentos) if known_bentos is not None else None,
+                         problems)
+    flags: dict[str, FlagDefinition] = {}
+    files = sorted(p for p in flags_dir.glob("*.y*ml") if p.name != CONTEXT_FILE)
+    if not files:
+        problems.append(FlagProblem(str(flags_dir), "-", "-", "no flag files (*.yaml) found"))
+    for path in files:
+        for flag in reader.read_file(path):
+            if flag.name in flags:
+                problems.append(FlagProblem(flag.file, flag.name, "flag",
+                                            f"duplicate flag name, also in {flags[flag.name].file}"))
+            else:
+                flags[flag.name] = flag
+    if problems:
+        raise FlagDefinitionError(problems)
+    return FlagSet(flags=flags, context_fields=context_fields)
+
+
+def _read_yaml(path: Path, problems: list[FlagProblem]) -> Any:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        problems.append(FlagProblem(str(path), "-", "yaml", str(exc).replace("\n", " ")))
+        return None
+
+
+def _load_context(flags_dir: Path, problems: list[FlagProblem]) -> dict[str, ContextField]:
+    path = flags_dir / CONTEXT_FILE
+    fields_ = {name: ContextField(name) for name in BUILTIN_CONTEXT_FIELDS}
+    if not path.exists():
+        return fields_
+    doc = _read_yaml(path, problems) or {}
+    raw = doc.get("context_fields", {}) if isinstance(doc, dict) else None
+    if not isinstance(raw, dict):
+        problems.append(FlagProblem(str(path), "-", "context_fields", "must be a mapping"))
+        return fields_
+    for name, spec in raw.items():
+        spec = spec or {}
+        values = spec.get("legal_values", []) if isinstance(spec, dict) else None
+        if not isinstance(values, list):
+            problems.append(FlagProblem(str(path), "-", f"context_fields.{name}.legal_values",
+                                        "must be a list of strings"))
+            values = []
+        fields_[str(name)] = ContextField(str(name), str(spec.get("description", "")),
+                                          tuple(str(v) for v in values))
+    return fields_
+
+
+class _FlagReader:
+    """Turns one YAML document into a FlagDefinition, noting every problem on the way."""
+
+    FLAG_KEYS = {"flag", "description", "default", "variants", "environments"}
+    STRATEGY_KEYS = {"name", "rollout", "stickiness", "constraints", "variants"}
+    CONSTRAINT_KEYS = {"field", "operator", "values", "inverted", "case_insensitive"}
+
+    def __init__(self, context_fields: dict[str, ContextField], known_bentos: set[str] | None,
+                 problems: list[FlagProblem]) -> None:
+        self.context_fields = context_fields
+        self.known_bentos = known_bentos
+        self.problems = problems
+        self.file = ""
+        self.flag = "-"
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(FlagProblem(self.file, self.flag, where, message))
+
+    def read_file(self, path: Path) -> list[FlagDefinition]:
+        self.file, self.flag = str(path), "-"
+        doc = _read_yaml(path, self.problems)
+        if doc is None:
+            return []
+        if not isinstance(doc, dict):
+            self.problem("-", "the file must hold one mapping describing one flag")
+            return []
+        before = len(self.problems)
+        flag = self.read_flag(doc)
+        return [flag] if flag and len(self.problems) == before else []
+
+    def read_flag(self, doc: dict[str, Any]) -> FlagDefinition | None:
+        name = doc.get("flag")
+        if not isinstance(name, str) or not FLAG_NAME.match(name):
+            self.problem("flag", "missing or invalid flag name (letters, digits, '-', '_', '.')")
+            return None
+        self.flag = name
+        self.unknown_keys(doc, self.FLAG_KEYS, "")
+        default = self.bento(doc.get("default"), "default")
+        variants = self.read_variants(doc.get("variants"))
+        environments = self.read_environments(doc.get("environments"), variants)
+        if default is None:
+            return None
+        return FlagDefinition(name=name, file=self.file, default_bento=default, variants=variants,
+                              environments=environments,
+                              description=str(doc.get("description", "")))
+
+    def unknown_keys(self, mapping: dict[str, Any], allowed: set[str], where: str) -> None:
+        for key in sorted(set(mapping) - allowed):
+            self.problem(f"{where}{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+    def bento(self, tag: Any, where: str) -> str | None:
+        if tag is None:
+            self.problem(where, "missing: every flag needs a default (stable) bento")
+            return None
+        if not isinstance(tag, str) or not BENTO_TAG.match(tag):
+            self.problem(where, f"'{tag}' is not a bento tag of the form family:version")
+            return None
+        if tag.endswith(":latest"):
+            self.problem(where, f"'{tag}': name an explicit version, never 'latest'")
+            return None
+        if self.known_bentos is not None and tag not in self.known_bentos:
+            known = ", ".join(sorted(self.known_bentos)) or "none"
+            self.problem(where, f"unknown bento '{tag}' (declared bentos: {known})")
+            return None
+        return tag
+
+    def read_variants(self, raw: Any) -> dict[str, str]:
+        if not isinstance(raw, dict) or not raw:
+            self.problem("variants", "must map each variant name to the bento tag it serves")
+            return {}
+        variants = {}
+        for name, tag in raw.items():
+            if str(name) == "default":
+                self.problem(f"variants.{name}", "'default' is reserved for the default bento")
+            else:
+                # Keep the name even when the tag is bad, so strategies that use this
+                # variant are not reported again for the same mistake.
+                self.bento(tag, f"variants.{name}")
+                variants[str(name)] = str(tag)
+        return variants
+
+    def read_environments(self, raw: Any, variants: dict[str, str]) -> dict[str, Environment]:
+        if not isinstance(raw, dict) or not raw:
+            self.problem("environments", f"must define at least one of {', '.join(ENVIRONMENTS)}")
+            return {}
+        envs = {}
+        for name, spec in raw.items():
+            where = f"environments.{name}"
+            if name not in ENVIRONMENTS:
+                self.problem(where, f"unknown environment (use {', '.join(ENVIRONMENTS)})")
+                continue
+            if not isinstance(spec, dict):
+                self.problem(where, "must be a mapping with 'enabled' and 'strategies'")
+                continue
+            self.unknown_keys(spec, {"enabled", "strategies"}, f"{where}.")
+            envs[name] = Environment(name, self.boolean(spec.get("enabled", False), where),
+                                     self.read_strategies(spec.get("strategies", []), where,
+                                                          variants))
+        return envs
+
+    def boolean(self, value: Any, where: str) -> bool:
+        if not isinstance(value, bool):
+            self.problem(f"{where}.enabled", f"must be true or false, not {value!r}")
+            return False
+        return value
+
+    def read_strategies(self, raw: Any, where: str,
+                        variants: dict[str, str]) -> tuple[Strategy, ...]:
+        if not isinstance(raw, list):
+            self.problem(f"{where}.strategies", "must be a list")
+            return ()
+        strategies: list[Strategy] = []
+        for index, spec in enumerate(raw):
+            at = f"{where}.strategies[{index}]"
+            if not isinstance(spec, dict):
+                self.problem(at, "must be a mapping")
+                continue
+            strategy = self.read_strategy(spec, at, variants)
+            if strategy.name in {s.name for s in strategies}:
+                self.problem(f"{at}.name", f"duplicate strategy name '{strategy.name}'")
+            strategies.append(strategy)
+        return tuple(strategies)
+
+    def read_strategy(self, spec: dict[str, Any], at: str, variants: dict[str, str]) -> Strategy:
+        self.unknown_keys(spec, self.STRATEGY_KEYS, f"{at}.")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            self.problem(f"{at}.name", "every strategy needs a name")
+            name = f"strategy-{at}"
+        at = f"{at[: at.rindex('[')]}.{name}"
+        rollout = spec.get("rollout", 100)
+        if not isinstance(rollout, int) or isinstance(rollout, bool) or not 0 <= rollout <= 100:
+            self.problem(f"{at}.rollout", f"must be a whole percentage 0-100, not {rollout!r}")
+            rollout = 0
+        stickiness = spec.get("stickiness", "userId")
+        if stickiness not in STICKINESS and stickiness not in self.context_fields:
+            self.problem(f"{at}.stickiness", f"unknown stickiness '{stickiness}'")
+        constraints = tuple(self.read_constraints(spec.get("constraints", []), at))
+        weights = self.read_weights(spec.get("variants", {}), at, variants)
+        return Strategy(name, rollout, str(stickiness), constraints, weights)
+
+    def read_constraints(self, raw: Any, at: str) -> Iterable[Constraint]:
+        if not isinstance(raw, list):
+            self.problem(f"{at}.constraints", "must be a list")
+            return
+        for index, spec in enumerate(raw):
+            where = f"{at}.constraints[{index}]"
+            if not isinstance(spec, dict):
+                self.problem(where, "must be a mapping with field, operator, values")
+                continue
+            self.unknown_keys(spec, self.CONSTRAINT_KEYS, f"{where}.")
+            constraint = self.read_constraint(spec, where)
+            if constraint is not None:
+                yield constraint
+
+    def read_constraint(self, spec: dict[str, Any], where: str) -> Constraint | None:
+        name, operator, values = spec.get("field"), spec.get("operator"), spec.get("values")
+        context = self.context_fields.get(str(name))
+        if context is None:
+            known = ", ".join(sorted(self.context_fields))
+            self.problem(f"{where}.field", f"unknown context field '{name}' (known: {known}; "
+                                           f"declare new ones in {CONTEXT_FILE})")
+            return None
+        if operator not in MULTI_VALUE_OPERATORS + SINGLE_VALUE_OPERATORS:
+            self.problem(f"{where}.operator", f"unknown operator '{operator}' (Unleash has: "
+                         f"{', '.join(MULTI_VALUE_OPERATORS + SINGLE_VALUE_OPERATORS)})")
+            return None
+        if not isinstance(values, list) or not values:
+            self.problem(f"{where}.values", "must be a non-empty list")
+            return None
+        if operator in SINGLE_VALUE_OPERATORS and len(values) != 1:
+            self.problem(f"{where}.values", f"{operator} compares against exactly one value")
+            return None
+        illegal = [str(v) for v in values if context.legal_values and str(v) not in
+                   context.legal_values]
+        if illegal and operator in ("IN", "NOT_IN"):
+            self.problem(f"{where}.values", f"{', '.join(illegal)} not legal for '{name}' "
+                                            f"(legal: {', '.join(context.legal_values)})")
+            return None
+        return Constraint(str(name), operator, tuple(str(v) for v in values),
+                          bool(spec.get("inverted", False)), bool(spec.get("case_insensitive",
+                                                                           False)))
+
+    def read_weights(self, raw: Any, at: str, variants: dict[str, str]) -> dict[str, float]:
+        if raw in ({}, None):
+            return {}
+        if not isinstance(raw, dict):
+            self.problem(f"{at}.variants", "must map variant names to percentages")
+            return {}
+        weights: dict[str, float] = {}
+        for name, weight in raw.items():
+            if name not in variants:
+                self.problem(f"{at}.variants.{name}",
+                             f"unknown variant (the flag declares: {', '.join(variants)})")
+            elif not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+                self.problem(f"{at}.variants.{name}", f"weight must be a percentage, not {weight!r}")
+            elif round(weight * 10) != weight * 10:
+                self.problem(f"{at}.variants.{name}", "weights have at most one decimal place")
+            else:
+                weights[str(name)] = float(weight)
+        if weights and abs(sum(weights.values()) - 100) > 1e-9:
+            self.problem(f"{at}.variants", f"weights add up to {sum(weights.values()):g}, not 100")
+        return weights

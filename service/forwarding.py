@@ -1,0 +1,72 @@
+"""Forwarding a prediction request to a bento over pooled HTTP connections.
+
+Failures are sorted into two kinds, because the selector treats them differently: the bento
+refusing the inputs (4xx, the caller's mistake, passed back as 422) and the bento failing
+(5xx, timeout, refused connection: served by the flag's default bento instead).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+
+from service.errors import InputRejected
+
+
+class BentoCallFailed(Exception):
+    """The bento could not answer (down, timed out, 5xx, unreadable reply)."""
+
+
+@dataclass(frozen=True)
+class BentoReply:
+    body: dict[str, Any]
+    latency_ms: float
+
+
+class BentoForwarder:
+    """One connection pool per process, shared by all request threads."""
+
+    def __init__(self, timeout: float = 2.0, pool_size: int = 64) -> None:
+        self._pool = urllib3.PoolManager(
+            num_pools=32, maxsize=pool_size, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=min(timeout, 1.0), read=timeout),
+            headers={"Content-Type": "application/json"})
+
+    def predict(self, base_url: str, inputs: Any, request_id: str) -> BentoReply:
+        """POST {"inputs": ...} to the bento's /predict and return its JSON reply."""
+        started = time.perf_counter()
+        try:
+            response = self._pool.request(
+                "POST", f"{base_url}/predict", body=json.dumps({"inputs": inputs}),
+                headers={"Content-Type": "application/json", "X-Request-ID": request_id})
+        except urllib3.exceptions.HTTPError as exc:
+            raise BentoCallFailed(f"{base_url}: {type(exc).__name__}: {exc}") from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        if 400 <= response.status < 500:
+            raise InputRejected(f"the model rejected the inputs: {_message(response.data)}")
+        if response.status != 200:
+            raise BentoCallFailed(f"{base_url} answered {response.status}: "
+                                  f"{_message(response.data)}")
+        try:
+            return BentoReply(json.loads(response.data), latency_ms)
+        except ValueError as exc:
+            raise BentoCallFailed(f"{base_url} answered with invalid JSON") from exc
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def _message(data: bytes) -> str:
+    """The error text of a bento's reply, without the noise around it."""
+    text = data.decode("utf-8", "replace")[:2000]
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip() or "(empty reply)"
+    if isinstance(parsed, dict) and "error" in parsed:
+        return str(parsed["error"])
+    return text

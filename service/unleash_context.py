@@ -1,0 +1,65 @@
+"""The HTTP request's context, turned into an Unleash context the SDK evaluates.
+
+Top-level fields follow Unleash's context (userId, sessionId, remoteAddress, currentTime);
+everything else, in `properties` or at the top level, becomes a custom property, as in
+Unleash's own frontend API. Values must be scalars; they are sent to the engine as strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from service.errors import BadRequest
+
+STANDARD_FIELDS = ("userId", "sessionId", "remoteAddress", "currentTime")
+MAX_VALUE_LENGTH = 1000
+
+
+def from_json(raw: Any) -> dict[str, Any]:
+    """Validate a JSON `context` object; raise BadRequest naming the offending field."""
+    if not isinstance(raw, dict):
+        raise BadRequest(f"'context' must be an object, not {_kind(raw)}")
+    properties = raw.get("properties", {})
+    if not isinstance(properties, dict):
+        raise BadRequest(f"'context.properties' must be an object, not {_kind(properties)}")
+    context: dict[str, Any] = {"properties": {}}
+    for key, value in raw.items():
+        if key == "properties":
+            continue
+        target = context if key in STANDARD_FIELDS else context["properties"]
+        target[key] = _scalar(value, f"context.{key}")
+    for key, value in properties.items():
+        context["properties"][key] = _scalar(value, f"context.properties.{key}")
+    return context
+
+
+def from_query(args: Mapping[str, str]) -> dict[str, Any]:
+    """From query parameters: standard fields by name, `properties[x]=` or any other name."""
+    context: dict[str, Any] = {"properties": {}}
+    for key, value in args.items():
+        if len(value) > MAX_VALUE_LENGTH:
+            raise BadRequest(f"query parameter '{key}' is longer than {MAX_VALUE_LENGTH}")
+        if key in STANDARD_FIELDS:
+            context[key] = value
+        elif key.startswith("properties[") and key.endswith("]"):
+            context["properties"][key[len("properties["):-1]] = value
+        else:
+            context["properties"][key] = value
+    return context
+
+
+def _scalar(value: Any, field: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float) and value is not None:
+        text = str(value)
+        if len(text) > MAX_VALUE_LENGTH:
+            raise BadRequest(f"'{field}' is longer than {MAX_VALUE_LENGTH} characters")
+        return text
+    raise BadRequest(f"'{field}' must be a string or number, not {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", type(None): "null"}.get(type(value),
+                                                                        type(value).__name__)
