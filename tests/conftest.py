@@ -1,0 +1,34 @@
+"""Shared fixtures: settings on a temporary data folder, flag files written on the fly."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from service.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings that write nothing outside tmp_path and ignore the caller's environment."""
+    return Settings.load({"data_dir": tmp_path / "data", "reports_dir": tmp_path / "reports",
+                          "unleash_url": None, "unleash_token": None, "database_url": None,
+                          "bento_urls": None})
+
+
+@pytest.fixture
+def flags_dir(tmp_path: Path):
+    """A function writing flag files into a fresh folder (with the repo's context.yaml)."""
+    folder = tmp_path / "flags"
+    folder.mkdir()
+    (folder / "context.yaml").write_text((REPO / "flags" / "context.yaml").read_text())
+
+    def write(name: str, text: str) -> Path:
+        (folder / name).write_text(textwrap.dedent(text))
+        return folder
+
+    return write
