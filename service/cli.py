@@ -53,8 +53,13 @@ def flags() -> None:
 
 
 @flags.command("validate")
-@click.option("--dir", "flags_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of flag files (default: flags/).")
+@click.option(
+    "--dir",
+    "flags_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of flag files (default: flags/).",
+)
 @click.pass_context
 def flags_validate(ctx: click.Context, flags_dir: Path | None) -> None:
     """Check every flag file; print each problem with file, flag and field."""
@@ -72,8 +77,9 @@ def flags_validate(ctx: click.Context, flags_dir: Path | None) -> None:
         click.echo(f"{len(exc.problems)} problem(s) in {directory}", err=True)
         sys.exit(1)
     for flag in flag_set.flags.values():
-        envs = ", ".join(f"{e.name}={'on' if e.enabled else 'off'}"
-                         for e in flag.environments.values())
+        envs = ", ".join(
+            f"{e.name}={'on' if e.enabled else 'off'}" for e in flag.environments.values()
+        )
         click.echo(f"ok  {flag.name}  default={flag.default_bento}  {envs}  ({flag.file})")
 
 
@@ -120,8 +126,7 @@ def simulate(selector_url: str, flag: str, users: int, concurrency: int, seed: i
     """Drive synthetic users through the selector and post their outcomes."""
     from service.simulate import simulate as run
 
-    summary = run(selector_url, flag, users, concurrency=concurrency, seed=seed,
-                  progress=progress)
+    summary = run(selector_url, flag, users, concurrency=concurrency, seed=seed, progress=progress)
     click.echo(summary.describe())
 
 
@@ -174,4 +179,3 @@ def demo(ctx: click.Context, users: int, concurrency: int) -> None:
     result = run_demo(_settings(ctx), users=users, concurrency=concurrency, progress=progress)
     _print_report(result.report)
     click.echo(f"done in {result.seconds:.0f}s")
-

@@ -31,8 +31,9 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(settings: Settings, *, users: int, concurrency: int,
-             progress: Callable[[str], None]) -> DemoResult:
+def run_demo(
+    settings: Settings, *, users: int, concurrency: int, progress: Callable[[str], None]
+) -> DemoResult:
     from service.bento_process import BentoProcess
     from service.models import build_all
     from service.reports import run_ab_report
@@ -44,33 +45,48 @@ def run_demo(settings: Settings, *, users: int, concurrency: int,
     logs = settings.data_dir / "logs"
     with ExitStack() as stack:
         progress(f"step 2/5: serving {', '.join(tags)} with bentoml serve")
-        bentos = {tag: stack.enter_context(BentoProcess(tag, free_port(), settings)) for tag in tags}
+        bentos = {
+            tag: stack.enter_context(BentoProcess(tag, free_port(), settings)) for tag in tags
+        }
         for process in bentos.values():
             process.wait_ready(timeout=120)
         catalog = BentoCatalog({tag: process.url for tag, process in bentos.items()})
         catalog.save(settings.catalog_file)
         progress("step 3/5: starting the selector (gunicorn, embedded flags from flags/)")
         port = free_port()
-        selector = stack.enter_context(selector_process(port, logs / "selector.log",
-                                                        _selector_env(settings, catalog)))
+        selector = stack.enter_context(
+            selector_process(port, logs / "selector.log", _selector_env(settings, catalog))
+        )
         selector.wait_ready(timeout=60)
         progress(f"step 4/5: simulating {users} users through http://127.0.0.1:{port}")
-        summary = simulate(f"http://127.0.0.1:{port}", FLAG, users, concurrency=concurrency,
-                           progress=progress)
+        summary = simulate(
+            f"http://127.0.0.1:{port}", FLAG, users, concurrency=concurrency, progress=progress
+        )
         progress(summary.describe())
         selector.stop()  # graceful: every buffered exposure and outcome is written first
     progress("step 5/5: running the A/B report (papermill)")
-    report = run_ab_report(settings, flag=FLAG, control="control", treatment="treatment",
-                           window_start=window_start, expected_split=EXPECTED_SPLIT,
-                           progress=progress)
+    report = run_ab_report(
+        settings,
+        flag=FLAG,
+        control="control",
+        treatment="treatment",
+        window_start=window_start,
+        expected_split=EXPECTED_SPLIT,
+        progress=progress,
+    )
     return DemoResult(report, summary, time.perf_counter() - started)
 
 
 def _selector_env(settings: Settings, catalog: BentoCatalog) -> dict[str, str]:
     # Embedded flags, whatever UNLEASH_URL the caller's shell may have set.
-    env = {"UNLEASH_URL": "", "ROLLOUT_UNLEASH_URL": "", "ROLLOUT_DATA_DIR": str(settings.data_dir), "ROLLOUT_FLAGS_DIR": str(settings.flags_dir),
-           "ROLLOUT_ENVIRONMENT": settings.environment,
-           "ROLLOUT_BENTO_URLS": ",".join(f"{t}={u}" for t, u in catalog.endpoints.items())}
+    env = {
+        "UNLEASH_URL": "",
+        "ROLLOUT_UNLEASH_URL": "",
+        "ROLLOUT_DATA_DIR": str(settings.data_dir),
+        "ROLLOUT_FLAGS_DIR": str(settings.flags_dir),
+        "ROLLOUT_ENVIRONMENT": settings.environment,
+        "ROLLOUT_BENTO_URLS": ",".join(f"{t}={u}" for t, u in catalog.endpoints.items()),
+    }
     if settings.database_url:
         env["ROLLOUT_DATABASE_URL"] = settings.database_url
     return env

@@ -154,8 +154,9 @@ class EventWriter:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.error("event writer did not drain within %.0fs; %d events pending",
-                      timeout, self.depth)
+            log.error(
+                "event writer did not drain within %.0fs; %d events pending", timeout, self.depth
+            )
 
     def flush(self, timeout: float = 30.0) -> None:
         """Block until everything queued so far is written (for tests and the simulator)."""

@@ -145,18 +145,26 @@ class FlagClient:
             url, headers = "http://embedded.invalid/api", {}
         else:
             if not self.settings.unleash_token:
-                raise ConfigError("UNLEASH_URL is set but no backend token: set "
-                                  "UNLEASH_API_TOKEN or UNLEASH_API_TOKEN_FILE")
+                raise ConfigError(
+                    "UNLEASH_URL is set but no backend token: set "
+                    "UNLEASH_API_TOKEN or UNLEASH_API_TOKEN_FILE"
+                )
             self.cache.bootstrap_from_snapshot()
             url = self.settings.unleash_url.rstrip("/")  # type: ignore[union-attr]
             url = url if url.endswith("/api") else f"{url}/api"
             headers = {"Authorization": self.settings.unleash_token}
         return UnleashClient(
-            url=url, app_name=self.settings.app_name, environment=self.settings.environment,
-            refresh_interval=self.settings.refresh_interval, custom_headers=headers,
-            cache=self.cache, disable_metrics=self.mode == "embedded",
-            disable_registration=self.mode == "embedded", request_timeout=5,
-            request_retries=1, verbose_log_level=logging.DEBUG,
+            url=url,
+            app_name=self.settings.app_name,
+            environment=self.settings.environment,
+            refresh_interval=self.settings.refresh_interval,
+            custom_headers=headers,
+            cache=self.cache,
+            disable_metrics=self.mode == "embedded",
+            disable_registration=self.mode == "embedded",
+            request_timeout=5,
+            request_retries=1,
+            verbose_log_level=logging.DEBUG,
         )
 
     def start(self) -> None:
@@ -179,5 +187,8 @@ class FlagClient:
     def variant(self, flag: str, context: dict[str, Any]) -> Variant:
         result = self._client.get_variant(flag, context)
         payload = result.get("payload") or {}
-        return Variant(name=result.get("name", "disabled"), bento=payload.get("value"),
-                       flag_enabled=bool(result.get("feature_enabled")))
+        return Variant(
+            name=result.get("name", "disabled"),
+            bento=payload.get("value"),
+            flag_enabled=bool(result.get("feature_enabled")),
+        )

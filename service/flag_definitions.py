@@ -19,12 +19,28 @@ from service.errors import FlagDefinitionError, FlagProblem
 
 CONTEXT_FILE = "context.yaml"
 ENVIRONMENTS = ("development", "production")
-BUILTIN_CONTEXT_FIELDS = ("userId", "sessionId", "remoteAddress", "environment", "appName",
-                          "currentTime")
+BUILTIN_CONTEXT_FIELDS = (
+    "userId",
+    "sessionId",
+    "remoteAddress",
+    "environment",
+    "appName",
+    "currentTime",
+)
 STICKINESS = ("default", "userId", "sessionId", "random")
 MULTI_VALUE_OPERATORS = ("IN", "NOT_IN", "STR_CONTAINS", "STR_STARTS_WITH", "STR_ENDS_WITH")
-SINGLE_VALUE_OPERATORS = ("NUM_EQ", "NUM_GT", "NUM_GTE", "NUM_LT", "NUM_LTE", "DATE_AFTER",
-                          "DATE_BEFORE", "SEMVER_EQ", "SEMVER_GT", "SEMVER_LT")
+SINGLE_VALUE_OPERATORS = (
+    "NUM_EQ",
+    "NUM_GT",
+    "NUM_GTE",
+    "NUM_LT",
+    "NUM_LTE",
+    "DATE_AFTER",
+    "DATE_BEFORE",
+    "SEMVER_EQ",
+    "SEMVER_GT",
+    "SEMVER_LT",
+)
 BENTO_TAG = re.compile(r"^[a-z0-9][a-z0-9_.-]*:[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FLAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -94,13 +110,13 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark)
+                None, None, f"duplicate key '{key}'", key_node.start_mark
+            )
         seen.add(key)
     return loader.construct_mapping(node)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                                 _construct_mapping)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_flags(flags_dir: Path, known_bentos: Iterable[str] | None = None) -> FlagSet:
@@ -110,8 +126,9 @@ def load_flags(flags_dir: Path, known_bentos: Iterable[str] | None = None) -> Fl
     """
     problems: list[FlagProblem] = []
     context_fields = _load_context(flags_dir, problems)
-    reader = _FlagReader(context_fields, set(known_bentos) if known_bentos is not None else None,
-                         problems)
+    reader = _FlagReader(
+        context_fields, set(known_bentos) if known_bentos is not None else None, problems
+    )
     flags: dict[str, FlagDefinition] = {}
     files = sorted(p for p in flags_dir.glob("*.y*ml") if p.name != CONTEXT_FILE)
     if not files:
@@ -119,8 +136,14 @@ def load_flags(flags_dir: Path, known_bentos: Iterable[str] | None = None) -> Fl
     for path in files:
         for flag in reader.read_file(path):
             if flag.name in flags:
-                problems.append(FlagProblem(flag.file, flag.name, "flag",
-                                            f"duplicate flag name, also in {flags[flag.name].file}"))
+                problems.append(
+                    FlagProblem(
+                        flag.file,
+                        flag.name,
+                        "flag",
+                        f"duplicate flag name, also in {flags[flag.name].file}",
+                    )
+                )
             else:
                 flags[flag.name] = flag
     if problems:
@@ -150,11 +173,18 @@ def _load_context(flags_dir: Path, problems: list[FlagProblem]) -> dict[str, Con
         spec = spec or {}
         values = spec.get("legal_values", []) if isinstance(spec, dict) else None
         if not isinstance(values, list):
-            problems.append(FlagProblem(str(path), "-", f"context_fields.{name}.legal_values",
-                                        "must be a list of strings"))
+            problems.append(
+                FlagProblem(
+                    str(path),
+                    "-",
+                    f"context_fields.{name}.legal_values",
+                    "must be a list of strings",
+                )
+            )
             values = []
-        fields_[str(name)] = ContextField(str(name), str(spec.get("description", "")),
-                                          tuple(str(v) for v in values))
+        fields_[str(name)] = ContextField(
+            str(name), str(spec.get("description", "")), tuple(str(v) for v in values)
+        )
     return fields_
 
 
@@ -165,8 +195,12 @@ class _FlagReader:
     STRATEGY_KEYS = {"name", "rollout", "stickiness", "constraints", "variants"}
     CONSTRAINT_KEYS = {"field", "operator", "values", "inverted", "case_insensitive"}
 
-    def __init__(self, context_fields: dict[str, ContextField], known_bentos: set[str] | None,
-                 problems: list[FlagProblem]) -> None:
+    def __init__(
+        self,
+        context_fields: dict[str, ContextField],
+        known_bentos: set[str] | None,
+        problems: list[FlagProblem],
+    ) -> None:
         self.context_fields = context_fields
         self.known_bentos = known_bentos
         self.problems = problems
@@ -200,9 +234,14 @@ class _FlagReader:
         environments = self.read_environments(doc.get("environments"), variants)
         if default is None:
             return None
-        return FlagDefinition(name=name, file=self.file, default_bento=default, variants=variants,
-                              environments=environments,
-                              description=str(doc.get("description", "")))
+        return FlagDefinition(
+            name=name,
+            file=self.file,
+            default_bento=default,
+            variants=variants,
+            environments=environments,
+            description=str(doc.get("description", "")),
+        )
 
     def unknown_keys(self, mapping: dict[str, Any], allowed: set[str], where: str) -> None:
         for key in sorted(set(mapping) - allowed):
@@ -253,9 +292,11 @@ class _FlagReader:
                 self.problem(where, "must be a mapping with 'enabled' and 'strategies'")
                 continue
             self.unknown_keys(spec, {"enabled", "strategies"}, f"{where}.")
-            envs[name] = Environment(name, self.boolean(spec.get("enabled", False), where),
-                                     self.read_strategies(spec.get("strategies", []), where,
-                                                          variants))
+            envs[name] = Environment(
+                name,
+                self.boolean(spec.get("enabled", False), where),
+                self.read_strategies(spec.get("strategies", []), where, variants),
+            )
         return envs
 
     def boolean(self, value: Any, where: str) -> bool:
@@ -264,8 +305,9 @@ class _FlagReader:
             return False
         return value
 
-    def read_strategies(self, raw: Any, where: str,
-                        variants: dict[str, str]) -> tuple[Strategy, ...]:
+    def read_strategies(
+        self, raw: Any, where: str, variants: dict[str, str]
+    ) -> tuple[Strategy, ...]:
         if not isinstance(raw, list):
             self.problem(f"{where}.strategies", "must be a list")
             return ()
@@ -318,12 +360,18 @@ class _FlagReader:
         context = self.context_fields.get(str(name))
         if context is None:
             known = ", ".join(sorted(self.context_fields))
-            self.problem(f"{where}.field", f"unknown context field '{name}' (known: {known}; "
-                                           f"declare new ones in {CONTEXT_FILE})")
+            self.problem(
+                f"{where}.field",
+                f"unknown context field '{name}' (known: {known}; "
+                f"declare new ones in {CONTEXT_FILE})",
+            )
             return None
         if operator not in MULTI_VALUE_OPERATORS + SINGLE_VALUE_OPERATORS:
-            self.problem(f"{where}.operator", f"unknown operator '{operator}' (Unleash has: "
-                         f"{', '.join(MULTI_VALUE_OPERATORS + SINGLE_VALUE_OPERATORS)})")
+            self.problem(
+                f"{where}.operator",
+                f"unknown operator '{operator}' (Unleash has: "
+                f"{', '.join(MULTI_VALUE_OPERATORS + SINGLE_VALUE_OPERATORS)})",
+            )
             return None
         if not isinstance(values, list) or not values:
             self.problem(f"{where}.values", "must be a non-empty list")
@@ -331,15 +379,23 @@ class _FlagReader:
         if operator in SINGLE_VALUE_OPERATORS and len(values) != 1:
             self.problem(f"{where}.values", f"{operator} compares against exactly one value")
             return None
-        illegal = [str(v) for v in values if context.legal_values and str(v) not in
-                   context.legal_values]
+        illegal = [
+            str(v) for v in values if context.legal_values and str(v) not in context.legal_values
+        ]
         if illegal and operator in ("IN", "NOT_IN"):
-            self.problem(f"{where}.values", f"{', '.join(illegal)} not legal for '{name}' "
-                                            f"(legal: {', '.join(context.legal_values)})")
+            self.problem(
+                f"{where}.values",
+                f"{', '.join(illegal)} not legal for '{name}' "
+                f"(legal: {', '.join(context.legal_values)})",
+            )
             return None
-        return Constraint(str(name), operator, tuple(str(v) for v in values),
-                          bool(spec.get("inverted", False)), bool(spec.get("case_insensitive",
-                                                                           False)))
+        return Constraint(
+            str(name),
+            operator,
+            tuple(str(v) for v in values),
+            bool(spec.get("inverted", False)),
+            bool(spec.get("case_insensitive", False)),
+        )
 
     def read_weights(self, raw: Any, at: str, variants: dict[str, str]) -> dict[str, float]:
         if raw in ({}, None):
@@ -350,10 +406,14 @@ class _FlagReader:
         weights: dict[str, float] = {}
         for name, weight in raw.items():
             if name not in variants:
-                self.problem(f"{at}.variants.{name}",
-                             f"unknown variant (the flag declares: {', '.join(variants)})")
+                self.problem(
+                    f"{at}.variants.{name}",
+                    f"unknown variant (the flag declares: {', '.join(variants)})",
+                )
             elif not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
-                self.problem(f"{at}.variants.{name}", f"weight must be a percentage, not {weight!r}")
+                self.problem(
+                    f"{at}.variants.{name}", f"weight must be a percentage, not {weight!r}"
+                )
             elif round(weight * 10) != weight * 10:
                 self.problem(f"{at}.variants.{name}", "weights have at most one decimal place")
             else:

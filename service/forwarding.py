@@ -32,25 +32,33 @@ class BentoForwarder:
 
     def __init__(self, timeout: float = 2.0, pool_size: int = 64) -> None:
         self._pool = urllib3.PoolManager(
-            num_pools=32, maxsize=pool_size, block=False, retries=False,
+            num_pools=32,
+            maxsize=pool_size,
+            block=False,
+            retries=False,
             timeout=urllib3.Timeout(connect=min(timeout, 1.0), read=timeout),
-            headers={"Content-Type": "application/json"})
+            headers={"Content-Type": "application/json"},
+        )
 
     def predict(self, base_url: str, inputs: Any, request_id: str) -> BentoReply:
         """POST {"inputs": ...} to the bento's /predict and return its JSON reply."""
         started = time.perf_counter()
         try:
             response = self._pool.request(
-                "POST", f"{base_url}/predict", body=json.dumps({"inputs": inputs}),
-                headers={"Content-Type": "application/json", "X-Request-ID": request_id})
+                "POST",
+                f"{base_url}/predict",
+                body=json.dumps({"inputs": inputs}),
+                headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+            )
         except urllib3.exceptions.HTTPError as exc:
             raise BentoCallFailed(f"{base_url}: {type(exc).__name__}: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000
         if 400 <= response.status < 500:
             raise InputRejected(f"the model rejected the inputs: {_message(response.data)}")
         if response.status != 200:
-            raise BentoCallFailed(f"{base_url} answered {response.status}: "
-                                  f"{_message(response.data)}")
+            raise BentoCallFailed(
+                f"{base_url} answered {response.status}: {_message(response.data)}"
+            )
         try:
             return BentoReply(json.loads(response.data), latency_ms)
         except ValueError as exc:
@@ -67,6 +75,19 @@ def _message(data: bytes) -> str:
         parsed = json.loads(text)
     except ValueError:
         return text.strip() or "(empty reply)"
+    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
+        # BentoML's validation errors: name each field as the caller wrote it.
+        return "; ".join(_field_error(item) for item in parsed["detail"])
     if isinstance(parsed, dict) and "error" in parsed:
         return str(parsed["error"])
     return text
+
+
+def _field_error(item: Any) -> str:
+    """{"loc": ["inputs", 0, "tenure_months"], "msg": "..."} -> "inputs[0].tenure_months: ..."."""
+    if not isinstance(item, dict):
+        return str(item)
+    path = ""
+    for part in item.get("loc", []):
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return f"{path}: {item.get('msg', 'invalid')}" if path else str(item.get("msg", item))

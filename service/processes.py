@@ -7,6 +7,7 @@ stopped with SIGTERM first so it can shut down gracefully, then SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,35 +40,53 @@ def venv_executable(name: str) -> str:
 class ManagedProcess:
     """A server subprocess with a readiness check and a graceful stop."""
 
-    def __init__(self, name: str, command: list[str], ready_url: str, log_file: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        ready_url: str,
+        log_file: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name, self.command, self.ready_url = name, command, ready_url
         self.log_file, self.env, self.cwd = log_file, env, cwd
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
 
     def start(self) -> ManagedProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-                env={**os.environ, **(self.env or {})}, start_new_session=True)
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,
+            )
         return self
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Block until the readiness URL answers 200; return the seconds since start()."""
         http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=2))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise ProcessFailed(f"{self.name} exited early; log {self.log_file}:\n"
-                                    f"{self.log_tail()}")
+                raise ProcessFailed(
+                    f"{self.name} exited early; log {self.log_file}:\n{self.log_tail()}"
+                )
             try:
                 if http.request("GET", self.ready_url).status == 200:
-                    return
+                    return time.monotonic() - self.started
             except urllib3.exceptions.HTTPError:
                 pass
             time.sleep(0.1)  # poll interval of the readiness check, not a wait for readiness
-        raise ProcessFailed(f"{self.name} not ready at {self.ready_url} after {timeout:.0f}s; "
-                            f"log {self.log_file}:\n{self.log_tail()}")
+        raise ProcessFailed(
+            f"{self.name} not ready at {self.ready_url} after {timeout:.0f}s; "
+            f"log {self.log_file}:\n{self.log_tail()}"
+        )
 
     def stop(self, grace: float = 30.0) -> int | None:
         """SIGTERM the process group, wait up to `grace` seconds, then SIGKILL it."""
@@ -89,21 +108,29 @@ class ManagedProcess:
     def __enter__(self) -> ManagedProcess:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
-def selector_process(port: int, log_file: Path, env: dict[str, str],
-                     workers: int = 2, threads: int = 8) -> ManagedProcess:
+def selector_process(
+    port: int, log_file: Path, env: dict[str, str], workers: int = 2, threads: int = 8
+) -> ManagedProcess:
     """`rollout serve` on a port, ready when /readyz answers 200."""
-    command = [venv_executable("rollout"), "serve", "--port", str(port),
-               "--workers", str(workers), "--threads", str(threads)]
+    command = [
+        venv_executable("rollout"),
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+    ]
     return ManagedProcess("selector", command, f"http://127.0.0.1:{port}/readyz", log_file, env)

@@ -30,25 +30,39 @@ class RoutingDecision:
     detail: str | None = None  # e.g. the refused tag, for the log
 
     def as_dict(self) -> dict[str, Any]:
-        return {"flag": self.flag, "variant": self.variant, "bento": self.bento,
-                "reason": self.reason, "default_bento": self.default_bento,
-                **({"detail": self.detail} if self.detail else {})}
+        return {
+            "flag": self.flag,
+            "variant": self.variant,
+            "bento": self.bento,
+            "reason": self.reason,
+            "default_bento": self.default_bento,
+            **({"detail": self.detail} if self.detail else {}),
+        }
 
 
-def decide(flags: FlagClient, catalog: BentoCatalog, flag: str,
-           context: dict[str, Any]) -> RoutingDecision:
+def decide(
+    flags: FlagClient, catalog: BentoCatalog, flag: str, context: dict[str, Any]
+) -> RoutingDecision:
     """Resolve one request; raise UnknownFlag if the flag does not exist."""
     state = flags.flag(flag)
     if state is None:
         raise UnknownFlag(f"unknown flag '{flag}'")
     if not state.default_bento:
-        raise BentoUnavailable(f"flag '{flag}' declares no default bento (a flag-level variant "
-                               f"named '{DEFAULT_VARIANT}' whose payload is a bento tag)")
+        raise BentoUnavailable(
+            f"flag '{flag}' declares no default bento (a flag-level variant "
+            f"named '{DEFAULT_VARIANT}' whose payload is a bento tag)"
+        )
     variant = flags.variant(flag, context)
 
     def default(reason: str, detail: str | None = None) -> RoutingDecision:
-        return RoutingDecision(flag, DEFAULT_VARIANT, state.default_bento or "", reason,
-                               state.default_bento or "", detail)
+        return RoutingDecision(
+            flag,
+            DEFAULT_VARIANT,
+            state.default_bento or "",
+            reason,
+            state.default_bento or "",
+            detail,
+        )
 
     if not variant.flag_enabled:
         return default(FLAG_DISABLED if not state.enabled else NO_MATCHING_STRATEGY)
@@ -57,7 +71,7 @@ def decide(flags: FlagClient, catalog: BentoCatalog, flag: str,
     if not variant.bento:
         return default(NO_VARIANT, f"variant '{variant.name}' carries no bento tag")
     if variant.bento not in catalog:
-        return default(UNKNOWN_BENTO, f"variant '{variant.name}' names unknown bento "
-                                      f"'{variant.bento}'")
-    return RoutingDecision(flag, variant.name, variant.bento, STRATEGY_VARIANT,
-                           state.default_bento)
+        return default(
+            UNKNOWN_BENTO, f"variant '{variant.name}' names unknown bento '{variant.bento}'"
+        )
+    return RoutingDecision(flag, variant.name, variant.bento, STRATEGY_VARIANT, state.default_bento)

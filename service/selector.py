@@ -35,8 +35,14 @@ class Prediction:
 class Selector:
     """Holds the long-lived clients of one process: flags, bento pool, event writer."""
 
-    def __init__(self, settings: Settings, flags: FlagClient, catalog: BentoCatalog,
-                 forwarder: BentoForwarder, events: EventWriter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        flags: FlagClient,
+        catalog: BentoCatalog,
+        forwarder: BentoForwarder,
+        events: EventWriter,
+    ) -> None:
         self.settings = settings
         self.flags = flags
         self.catalog = catalog
@@ -47,18 +53,22 @@ class Selector:
     def from_settings(cls, settings: Settings) -> Selector:
         flag_set = None if settings.unleash_url else load_flags(settings.flags_dir)
         catalog = _catalog(settings)
-        selector = cls(settings, FlagClient(settings, flag_set), catalog,
-                       BentoForwarder(settings.forward_timeout),
-                       EventWriter(create_engine(settings.event_store_url),
-                                   settings.event_batch_size))
+        selector = cls(
+            settings,
+            FlagClient(settings, flag_set),
+            catalog,
+            BentoForwarder(settings.forward_timeout),
+            EventWriter(create_engine(settings.event_store_url), settings.event_batch_size),
+        )
         selector.flags.start()
         return selector
 
     def resolve(self, flag: str, context: dict[str, Any]) -> RoutingDecision:
         return decide(self.flags, self.catalog, flag, context)
 
-    def predict(self, flag: str, context: dict[str, Any], inputs: Any,
-                request_id: str) -> Prediction:
+    def predict(
+        self, flag: str, context: dict[str, Any], inputs: Any, request_id: str
+    ) -> Prediction:
         """Serve one prediction; every outcome of the call is logged as an exposure."""
         started = time.perf_counter()
         decision = self.resolve(flag, context)
@@ -71,24 +81,36 @@ class Selector:
         self._record(request_id, served, context, started, 200, reply=reply, fallback=fallback)
         return Prediction(request_id, served, reply.body, _ms_since(started), fallback)
 
-    def _serve(self, decision: RoutingDecision, inputs: Any,
-               request_id: str) -> tuple[BentoReply, RoutingDecision]:
+    def _serve(
+        self, decision: RoutingDecision, inputs: Any, request_id: str
+    ) -> tuple[BentoReply, RoutingDecision]:
         """The chosen bento, or on its failure the flag's default bento, in the same call."""
         try:
             return self._call(decision.bento, inputs, request_id), decision
         except BentoCallFailed as exc:
             if decision.bento == decision.default_bento:
-                raise BentoUnavailable(f"the default bento '{decision.bento}' of flag "
-                                       f"'{decision.flag}' is unavailable: {exc}") from exc
-            log.warning("bento %s failed, serving %s instead: %s", decision.bento,
-                        decision.default_bento, exc)
-            fallback = replace(decision, bento=decision.default_bento, reason=FALLBACK,
-                               detail=f"{decision.bento} failed: {exc}")
+                raise BentoUnavailable(
+                    f"the default bento '{decision.bento}' of flag "
+                    f"'{decision.flag}' is unavailable: {exc}"
+                ) from exc
+            log.warning(
+                "bento %s failed, serving %s instead: %s",
+                decision.bento,
+                decision.default_bento,
+                exc,
+            )
+            fallback = replace(
+                decision,
+                bento=decision.default_bento,
+                reason=FALLBACK,
+                detail=f"{decision.bento} failed: {exc}",
+            )
         try:
             return self._call(fallback.bento, inputs, request_id), fallback
         except BentoCallFailed as exc:
-            raise BentoUnavailable(f"{fallback.detail}; the default bento "
-                                   f"'{fallback.bento}' failed too: {exc}") from exc
+            raise BentoUnavailable(
+                f"{fallback.detail}; the default bento '{fallback.bento}' failed too: {exc}"
+            ) from exc
 
     def _call(self, tag: str, inputs: Any, request_id: str) -> BentoReply:
         url = self.catalog.url(tag)
@@ -96,27 +118,52 @@ class Selector:
             raise BentoCallFailed(f"bento '{tag}' has no endpoint in the catalog")
         return self.forwarder.predict(url, inputs, request_id)
 
-    def _record(self, request_id: str, decision: RoutingDecision, context: dict[str, Any],
-                started: float, status: int, *, reply: BentoReply | None = None,
-                fallback: bool = False, error: str | None = None) -> None:
+    def _record(
+        self,
+        request_id: str,
+        decision: RoutingDecision,
+        context: dict[str, Any],
+        started: float,
+        status: int,
+        *,
+        reply: BentoReply | None = None,
+        fallback: bool = False,
+        error: str | None = None,
+    ) -> None:
         properties = context.get("properties", {})
-        self.events.record(Exposure(
-            request_id=request_id, flag=decision.flag, environment=self.settings.environment,
-            variant=decision.variant, bento=decision.bento, reason=decision.reason,
-            status=status, user_id=context.get("userId"), session_id=context.get("sessionId"),
-            region=properties.get("region"), segment=properties.get("segment"),
-            properties=properties, latency_ms=_ms_since(started),
-            prediction=_score(reply.body) if reply else None, fallback=fallback,
-            error=error or decision.detail))
+        self.events.record(
+            Exposure(
+                request_id=request_id,
+                flag=decision.flag,
+                environment=self.settings.environment,
+                variant=decision.variant,
+                bento=decision.bento,
+                reason=decision.reason,
+                status=status,
+                user_id=context.get("userId"),
+                session_id=context.get("sessionId"),
+                region=properties.get("region"),
+                segment=properties.get("segment"),
+                properties=properties,
+                latency_ms=_ms_since(started),
+                prediction=_score(reply.body) if reply else None,
+                fallback=fallback,
+                error=error or decision.detail,
+            )
+        )
 
     def record_outcomes(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             self.events.record(outcome)
 
     def readiness(self) -> dict[str, Any]:
-        return {"flags_loaded": self.flags.ready, "mode": self.flags.mode,
-                "flags": sorted(self.flags.flags()), "bentos": self.catalog.endpoints,
-                "event_queue_depth": self.events.depth}
+        return {
+            "flags_loaded": self.flags.ready,
+            "mode": self.flags.mode,
+            "flags": sorted(self.flags.flags()),
+            "bentos": self.catalog.endpoints,
+            "event_queue_depth": self.events.depth,
+        }
 
     def close(self) -> None:
         """Stop polling, close pools, and write every buffered event."""
@@ -143,4 +190,3 @@ def _score(body: dict[str, Any]) -> float | None:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 return float(value)
     return None
-

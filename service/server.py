@@ -37,11 +37,21 @@ def _close_selector(_server: Any, worker: Any) -> None:
         selector.close()
 
 
-def serve(host: str, port: int, workers: int, threads: int,
-          app_config: dict[str, Any] | None = None) -> None:
+def serve(
+    host: str, port: int, workers: int, threads: int, app_config: dict[str, Any] | None = None
+) -> None:
     """Run until SIGTERM/SIGINT."""
-    SelectorServer({
-        "bind": f"{host}:{port}", "workers": workers, "threads": threads,
-        "worker_class": "gthread", "graceful_timeout": 30, "timeout": 60,
-        "accesslog": None, "loglevel": "warning", "preload_app": False,
-    }, app_config).run()
+    SelectorServer(
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "graceful_timeout": 30,
+            "timeout": 60,
+            "accesslog": None,
+            "loglevel": "warning",
+            "preload_app": False,
+        },
+        app_config,
+    ).run()

@@ -37,8 +37,10 @@ class SimulationSummary:
 
     def describe(self) -> str:
         rate = self.users / self.seconds if self.seconds else 0.0
-        lines = [f"{self.users} users in {self.seconds:.1f}s ({rate:.0f} req/s), "
-                 f"{self.outcomes_posted} outcomes posted"]
+        lines = [
+            f"{self.users} users in {self.seconds:.1f}s ({rate:.0f} req/s), "
+            f"{self.outcomes_posted} outcomes posted"
+        ]
         lines += [f"  variant {name}: {count}" for name, count in self.variants.most_common()]
         lines += [f"  reason {name}: {count}" for name, count in self.reasons.most_common()]
         lines += [f"  HTTP {status}: {count}" for status, count in self.errors.items()]
@@ -58,20 +60,34 @@ class _Client:
 
     def __init__(self, base_url: str, size: int) -> None:
         self.base_url = base_url.rstrip("/")
-        self.pool = urllib3.PoolManager(maxsize=size, retries=urllib3.Retry(3, backoff_factor=0.2),
-                                        timeout=urllib3.Timeout(connect=2, read=10))
+        self.pool = urllib3.PoolManager(
+            maxsize=size,
+            retries=urllib3.Retry(3, backoff_factor=0.2),
+            timeout=urllib3.Timeout(connect=2, read=10),
+        )
 
     def post(self, path: str, body: Any) -> tuple[int, Any]:
-        response = self.pool.request("POST", self.base_url + path, body=json.dumps(body),
-                                     headers={"Content-Type": "application/json"})
+        response = self.pool.request(
+            "POST",
+            self.base_url + path,
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         try:
             return response.status, json.loads(response.data)
         except ValueError:
             return response.status, None
 
 
-def simulate(selector_url: str, flag: str, users: int, *, concurrency: int = 16, seed: int = 7,
-             progress: Callable[[str], None] = print) -> SimulationSummary:
+def simulate(
+    selector_url: str,
+    flag: str,
+    users: int,
+    *,
+    concurrency: int = 16,
+    seed: int = 7,
+    progress: Callable[[str], None] = print,
+) -> SimulationSummary:
     """Send `users` users through `flag`'s predict endpoint and post their outcomes."""
     people = pop.population(users)
     p_churn = pop.churn_probabilities(pop.users_frame(people))
@@ -101,29 +117,38 @@ def simulate(selector_url: str, flag: str, users: int, *, concurrency: int = 16,
 
 
 def _predict(client: _Client, flag: str, user: pop.User) -> _Served | int:
-    context = {"userId": user.user_id,
-               "properties": {"region": user.region, "segment": user.segment}}
-    status, body = client.post(f"/v1/models/{flag}/predict",
-                               {"context": context, "inputs": [user.features()]})
+    context = {
+        "userId": user.user_id,
+        "properties": {"region": user.region, "segment": user.segment},
+    }
+    status, body = client.post(
+        f"/v1/models/{flag}/predict", {"context": context, "inputs": [user.features()]}
+    )
     if status != 200 or not isinstance(body, dict):
         return status
     offered = bool(body["prediction"]["predictions"][0]["offer"])
     return _Served(body["request_id"], body["variant"], body["reason"], offered)
 
 
-def _outcome(user: pop.User, served: _Served, p_churn: float, flag: str, seed: int,
-             index: int) -> dict[str, Any]:
+def _outcome(
+    user: pop.User, served: _Served, p_churn: float, flag: str, seed: int, index: int
+) -> dict[str, Any]:
     # One random stream per user, so outcomes do not depend on thread scheduling.
     rng = np.random.default_rng([seed, index])
     churn = float(pop.churn_given_offer(p_churn, served.offered))
-    return {"metric": METRIC, "value": int(rng.random() >= churn), "flag": flag,
-            "request_id": served.request_id, "user_id": user.user_id}
+    return {
+        "metric": METRIC,
+        "value": int(rng.random() >= churn),
+        "flag": flag,
+        "request_id": served.request_id,
+        "user_id": user.user_id,
+    }
 
 
 def _post_outcomes(client: _Client, outcomes: list[dict[str, Any]]) -> int:
     posted = 0
     for start in range(0, len(outcomes), OUTCOME_BATCH):
-        batch = outcomes[start:start + OUTCOME_BATCH]
+        batch = outcomes[start : start + OUTCOME_BATCH]
         status, body = client.post("/v1/outcomes", {"outcomes": batch})
         if status != 202:
             raise RolloutError(f"posting outcomes failed with HTTP {status}: {body}")

@@ -43,7 +43,7 @@ def from_query(args: Mapping[str, str]) -> dict[str, Any]:
         if key in STANDARD_FIELDS:
             context[key] = value
         elif key.startswith("properties[") and key.endswith("]"):
-            context["properties"][key[len("properties["):-1]] = value
+            context["properties"][key[len("properties[") : -1]] = value
         else:
             context["properties"][key] = value
     return context
@@ -61,5 +61,6 @@ def _scalar(value: Any, field: str) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", type(None): "null"}.get(type(value),
-                                                                        type(value).__name__)
+    return {dict: "an object", list: "an array", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )

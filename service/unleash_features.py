@@ -42,16 +42,24 @@ def feature(flag: FlagDefinition, environment: str) -> dict[str, Any]:
 
 
 def default_variant(bento: str) -> dict[str, Any]:
-    return {"name": DEFAULT_VARIANT, "weight": 1000, "weightType": "variable",
-            "stickiness": "default", "payload": {"type": "string", "value": bento}}
+    return {
+        "name": DEFAULT_VARIANT,
+        "weight": 1000,
+        "weightType": "variable",
+        "stickiness": "default",
+        "payload": {"type": "string", "value": bento},
+    }
 
 
 def strategy(flag: FlagDefinition, spec: Strategy) -> dict[str, Any]:
     return {
         "name": "flexibleRollout",
         "title": spec.name,
-        "parameters": {"rollout": str(spec.rollout), "stickiness": spec.stickiness,
-                       "groupId": flag.name},
+        "parameters": {
+            "rollout": str(spec.rollout),
+            "stickiness": spec.stickiness,
+            "groupId": flag.name,
+        },
         "constraints": [constraint(c) for c in spec.constraints],
         "variants": strategy_variants(flag, spec),
     }
@@ -59,16 +67,24 @@ def strategy(flag: FlagDefinition, spec: Strategy) -> dict[str, Any]:
 
 def strategy_variants(flag: FlagDefinition, spec: Strategy) -> list[dict[str, Any]]:
     return [
-        {"name": name, "weight": round(percent * 10), "weightType": "variable",
-         "stickiness": spec.stickiness,
-         "payload": {"type": "string", "value": flag.variants[name]}}
+        {
+            "name": name,
+            "weight": round(percent * 10),
+            "weightType": "variable",
+            "stickiness": spec.stickiness,
+            "payload": {"type": "string", "value": flag.variants[name]},
+        }
         for name, percent in spec.variants.items()
     ]
 
 
 def constraint(spec: Constraint) -> dict[str, Any]:
-    wire: dict[str, Any] = {"contextName": spec.field, "operator": spec.operator,
-                            "inverted": spec.inverted, "caseInsensitive": spec.case_insensitive}
+    wire: dict[str, Any] = {
+        "contextName": spec.field,
+        "operator": spec.operator,
+        "inverted": spec.inverted,
+        "caseInsensitive": spec.case_insensitive,
+    }
     if len(spec.values) == 1 and not spec.operator.endswith("IN"):
         wire["value"] = spec.values[0]
     else:

@@ -9,15 +9,25 @@ import pytest
 
 from service.config import Settings
 
+# Real bentos (built once per session, served with bentoml serve) for the integration tests.
+pytest_plugins = ["integration.bento_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings that write nothing outside tmp_path and ignore the caller's environment."""
-    return Settings.load({"data_dir": tmp_path / "data", "reports_dir": tmp_path / "reports",
-                          "unleash_url": None, "unleash_token": None, "database_url": None,
-                          "bento_urls": None})
+    return Settings.load(
+        {
+            "data_dir": tmp_path / "data",
+            "reports_dir": tmp_path / "reports",
+            "unleash_url": None,
+            "unleash_token": None,
+            "database_url": None,
+            "bento_urls": None,
+        }
+    )
 
 
 @pytest.fixture

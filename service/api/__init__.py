@@ -22,7 +22,8 @@ def json_body() -> Any:
     """The request's JSON body; 415 for another content type, 400 when it does not parse."""
     if not request.is_json:
         raise UnsupportedMediaType(
-            f"send JSON with Content-Type: application/json (got '{request.content_type}')")
+            f"send JSON with Content-Type: application/json (got '{request.content_type}')"
+        )
     body = request.get_json(silent=True)
     if body is None:
         raise BadRequest("the body is not valid JSON")

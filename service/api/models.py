@@ -19,14 +19,18 @@ def predict(flag: str) -> Any:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with 'context' and 'inputs'")
     if "context" not in body:
-        raise BadRequest("'context' is required (an Unleash context, e.g. {\"userId\": \"u1\"})")
+        raise BadRequest('\'context\' is required (an Unleash context, e.g. {"userId": "u1"})')
     if "inputs" not in body:
         raise BadRequest("'inputs' is required (the model's input records)")
     context = unleash_context.from_json(body["context"])
     result = selector().predict(flag, context, body["inputs"], request_id())
-    return {"request_id": result.request_id, **result.decision.as_dict(),
-            "fallback": result.fallback, "prediction": result.body,
-            "latency_ms": round(result.latency_ms, 3)}
+    return {
+        "request_id": result.request_id,
+        **result.decision.as_dict(),
+        "fallback": result.fallback,
+        "prediction": result.body,
+        "latency_ms": round(result.latency_ms, 3),
+    }
 
 
 @bp.get("/<flag>/resolve")

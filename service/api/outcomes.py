@@ -22,7 +22,7 @@ def record() -> Any:
     items = body.get("outcomes") if isinstance(body, dict) and "outcomes" in body else body
     items = [items] if isinstance(items, dict) else items
     if not isinstance(items, list) or not items:
-        raise BadRequest("send an outcome object, a non-empty array, or {\"outcomes\": [...]}")
+        raise BadRequest('send an outcome object, a non-empty array, or {"outcomes": [...]}')
     if len(items) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} outcomes per request, got {len(items)}")
     # Validate everything before recording anything, so a bad item loses nothing half-way.

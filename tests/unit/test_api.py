@@ -29,8 +29,9 @@ class FakeForwarder:
             raise InputRejected("the model rejected the inputs: tenure_months: must be >= 0")
         if base_url in self.down:
             raise BentoCallFailed(f"{base_url}: connection refused")
-        return BentoReply({"predictions": [{"churn_probability": 0.7, "offer": True}],
-                           "bento": base_url}, 1.0)
+        return BentoReply(
+            {"predictions": [{"churn_probability": 0.7, "offer": True}], "bento": base_url}, 1.0
+        )
 
     def close(self) -> None:
         pass
@@ -66,21 +67,31 @@ def test_predict_returns_prediction_bento_variant_and_reason(app, client) -> Non
     response = predict(client, headers={"X-Request-ID": "req-1"})
     assert response.status_code == 200
     body = response.json
-    assert (body["bento"], body["variant"], body["reason"]) == ("churn:v2", "canary",
-                                                                "strategy_variant")
+    assert (body["bento"], body["variant"], body["reason"]) == (
+        "churn:v2",
+        "canary",
+        "strategy_variant",
+    )
     assert body["prediction"]["predictions"][0]["churn_probability"] == 0.7
     assert body["request_id"] == "req-1" and body["fallback"] is False
     [row] = stored(app, exposures)
     assert (row["request_id"], row["variant"], row["bento"], row["status"]) == (
-        "req-1", "canary", "churn:v2", 200)
+        "req-1",
+        "canary",
+        "churn:v2",
+        200,
+    )
     assert (row["region"], row["segment"], row["prediction"]) == ("eu", "enterprise", 0.7)
 
 
 def test_a_failing_bento_is_served_by_the_default_in_the_same_call(app, client) -> None:
     app.extensions["selector"].forwarder.down.add("http://v2")
     body = predict(client).json
-    assert (body["bento"], body["reason"], body["fallback"]) == ("churn:v1",
-                                                                 "fallback_after_error", True)
+    assert (body["bento"], body["reason"], body["fallback"]) == (
+        "churn:v1",
+        "fallback_after_error",
+        True,
+    )
     [row] = stored(app, exposures)
     assert row["fallback"] and row["variant"] == "canary" and "connection refused" in row["error"]
 
@@ -106,26 +117,52 @@ def test_inputs_the_model_rejects_are_a_422_not_a_fallback(app, client) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "status", "words"),
     [
-        pytest.param({"data": "{nope", "content_type": "application/json"}, 400, "not valid JSON",
-                     id="malformed-json"),
-        pytest.param({"data": "x", "content_type": "text/plain"}, 415, "application/json",
-                     id="wrong-content-type"),
+        pytest.param(
+            {"data": "{nope", "content_type": "application/json"},
+            400,
+            "not valid JSON",
+            id="malformed-json",
+        ),
+        pytest.param(
+            {"data": "x", "content_type": "text/plain"},
+            415,
+            "application/json",
+            id="wrong-content-type",
+        ),
         pytest.param({"json": {"inputs": []}}, 400, "'context' is required", id="no-context"),
-        pytest.param({"json": {"context": {"userId": "u"}}}, 400, "'inputs' is required",
-                     id="no-inputs"),
-        pytest.param({"json": {"context": "u1", "inputs": []}}, 400, "'context' must be an object",
-                     id="context-not-object"),
-        pytest.param({"json": {"context": {"userId": {"a": 1}}, "inputs": []}}, 400,
-                     "context.userId", id="context-field-wrong-type"),
-        pytest.param({"json": {"context": {"properties": []}, "inputs": []}}, 400,
-                     "context.properties", id="properties-not-object"),
+        pytest.param(
+            {"json": {"context": {"userId": "u"}}}, 400, "'inputs' is required", id="no-inputs"
+        ),
+        pytest.param(
+            {"json": {"context": "u1", "inputs": []}},
+            400,
+            "'context' must be an object",
+            id="context-not-object",
+        ),
+        pytest.param(
+            {"json": {"context": {"userId": {"a": 1}}, "inputs": []}},
+            400,
+            "context.userId",
+            id="context-field-wrong-type",
+        ),
+        pytest.param(
+            {"json": {"context": {"properties": []}, "inputs": []}},
+            400,
+            "context.properties",
+            id="properties-not-object",
+        ),
         pytest.param({"json": [1, 2]}, 400, "JSON object", id="body-not-object"),
-        pytest.param({"data": "[" + "1," * 600_000 + "1]", "content_type": "application/json"},
-                     413, "larger than", id="oversized-body"),
+        pytest.param(
+            {"data": "[" + "1," * 600_000 + "1]", "content_type": "application/json"},
+            413,
+            "larger than",
+            id="oversized-body",
+        ),
     ],
 )
-def test_caller_mistakes_are_4xx_json_errors_and_log_nothing(app, client, kwargs, status,
-                                                              words) -> None:
+def test_caller_mistakes_are_4xx_json_errors_and_log_nothing(
+    app, client, kwargs, status, words
+) -> None:
     response = client.post("/v1/models/churn-model/predict", **kwargs)
     assert response.status_code == status
     assert words in response.json["error"]["message"]
@@ -139,32 +176,48 @@ def test_unknown_flag_is_404(client) -> None:
 
 
 def test_resolve_maps_query_parameters_to_the_unleash_context(client) -> None:
-    body = client.get("/v1/models/churn-model/resolve?userId=u1&region=eu"
-                      "&properties[segment]=enterprise").json
+    body = client.get(
+        "/v1/models/churn-model/resolve?userId=u1&region=eu&properties[segment]=enterprise"
+    ).json
     assert (body["variant"], body["bento"]) == ("canary", "churn:v2")
 
 
 def test_outcomes_one_or_a_batch(app, client) -> None:
     one = client.post("/v1/outcomes", json={"metric": "retained", "value": True, "user_id": "u1"})
-    batch = client.post("/v1/outcomes", json={"outcomes": [
-        {"metric": "retained", "value": 0, "request_id": "r1", "flag": "churn-model"},
-        {"metric": "retained", "value": 1, "request_id": "r2"}]})
+    batch = client.post(
+        "/v1/outcomes",
+        json={
+            "outcomes": [
+                {"metric": "retained", "value": 0, "request_id": "r1", "flag": "churn-model"},
+                {"metric": "retained", "value": 1, "request_id": "r2"},
+            ]
+        },
+    )
     assert (one.status_code, one.json) == (202, {"accepted": 1})
     assert (batch.status_code, batch.json) == (202, {"accepted": 2})
     rows = stored(app, outcomes)
     assert sorted((r["request_id"] or r["user_id"], r["value"]) for r in rows) == [
-        ("r1", 0.0), ("r2", 1.0), ("u1", 1.0)]
+        ("r1", 0.0),
+        ("r2", 1.0),
+        ("u1", 1.0),
+    ]
 
 
 @pytest.mark.parametrize(
     ("body", "words"),
     [
         pytest.param({"value": 1, "user_id": "u"}, "outcomes[0].metric", id="no-metric"),
-        pytest.param({"metric": "m", "value": "yes", "user_id": "u"}, "outcomes[0].value",
-                     id="value-not-number"),
+        pytest.param(
+            {"metric": "m", "value": "yes", "user_id": "u"},
+            "outcomes[0].value",
+            id="value-not-number",
+        ),
         pytest.param({"metric": "m", "value": 1}, "request_id or user_id", id="no-join-key"),
-        pytest.param([{"metric": "m", "value": 1, "user_id": "u"}, {"metric": "m"}],
-                     "outcomes[1].value", id="second-item-bad"),
+        pytest.param(
+            [{"metric": "m", "value": 1, "user_id": "u"}, {"metric": "m"}],
+            "outcomes[1].value",
+            id="second-item-bad",
+        ),
         pytest.param([], "non-empty", id="empty-batch"),
     ],
 )

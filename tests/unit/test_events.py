@@ -10,8 +10,16 @@ from service.events import EventWriter, Exposure, Outcome, create_engine, exposu
 
 
 def exposure(i: int) -> Exposure:
-    return Exposure(request_id=f"r{i}", flag="f", environment="development", variant="control",
-                    bento="churn:v1", reason="strategy_variant", status=200, user_id=f"u{i}")
+    return Exposure(
+        request_id=f"r{i}",
+        flag="f",
+        environment="development",
+        variant="control",
+        bento="churn:v1",
+        reason="strategy_variant",
+        status=200,
+        user_id=f"u{i}",
+    )
 
 
 def count(engine: sa.Engine, table: sa.Table) -> int:

@@ -53,50 +53,112 @@ def test_a_valid_flag_parses_into_typed_definitions(flags_dir) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "field", "words"),
     [
-        pytest.param("default: churn:v1", "default: churn:v9", "default", "unknown bento 'churn:v9'",
-                     id="unknown-default-bento"),
-        pytest.param("treatment: churn:v2}", "treatment: churn:v7}", "variants.treatment",
-                     "unknown bento", id="unknown-variant-bento"),
+        pytest.param(
+            "default: churn:v1",
+            "default: churn:v9",
+            "default",
+            "unknown bento 'churn:v9'",
+            id="unknown-default-bento",
+        ),
+        pytest.param(
+            "treatment: churn:v2}",
+            "treatment: churn:v7}",
+            "variants.treatment",
+            "unknown bento",
+            id="unknown-variant-bento",
+        ),
         pytest.param("default: churn:v1\n", "", "default", "missing", id="missing-default"),
-        pytest.param("operator: IN", "operator: IS", "constraints[0].operator",
-                     "unknown operator 'IS'", id="unknown-operator"),
-        pytest.param("field: region", "field: planet", "constraints[0].field",
-                     "unknown context field 'planet'", id="unknown-context-field"),
-        pytest.param("values: [eu]", "values: [mars]", "constraints[0].values",
-                     "mars not legal for 'region'", id="illegal-context-value"),
-        pytest.param("treatment: 50}", "treatment: 40}", "strategies.ab.variants",
-                     "add up to 90", id="weights-not-100"),
-        pytest.param("{control: 50, treatment: 50}", "{control: 50, shadow: 50}",
-                     "variants.shadow", "unknown variant", id="unknown-variant-in-strategy"),
-        pytest.param("rollout: 50", "rollout: 150", "strategies.ab.rollout", "0-100",
-                     id="rollout-out-of-range"),
-        pytest.param("development:", "staging:", "environments.staging", "unknown environment",
-                     id="unknown-environment"),
-        pytest.param("default: churn:v1", "default: churn:latest", "default", "latest",
-                     id="latest-tag"),
-        pytest.param("enabled: true", "enabled: yes-please", "enabled", "true or false",
-                     id="enabled-not-bool"),
-        pytest.param("rollout: 50", "rollout: 50\n        rolout: 5", "rolout", "unknown field",
-                     id="typo-field"),
+        pytest.param(
+            "operator: IN",
+            "operator: IS",
+            "constraints[0].operator",
+            "unknown operator 'IS'",
+            id="unknown-operator",
+        ),
+        pytest.param(
+            "field: region",
+            "field: planet",
+            "constraints[0].field",
+            "unknown context field 'planet'",
+            id="unknown-context-field",
+        ),
+        pytest.param(
+            "values: [eu]",
+            "values: [mars]",
+            "constraints[0].values",
+            "mars not legal for 'region'",
+            id="illegal-context-value",
+        ),
+        pytest.param(
+            "treatment: 50}",
+            "treatment: 40}",
+            "strategies.ab.variants",
+            "add up to 90",
+            id="weights-not-100",
+        ),
+        pytest.param(
+            "{control: 50, treatment: 50}",
+            "{control: 50, shadow: 50}",
+            "variants.shadow",
+            "unknown variant",
+            id="unknown-variant-in-strategy",
+        ),
+        pytest.param(
+            "rollout: 50",
+            "rollout: 150",
+            "strategies.ab.rollout",
+            "0-100",
+            id="rollout-out-of-range",
+        ),
+        pytest.param(
+            "development:",
+            "staging:",
+            "environments.staging",
+            "unknown environment",
+            id="unknown-environment",
+        ),
+        pytest.param(
+            "default: churn:v1", "default: churn:latest", "default", "latest", id="latest-tag"
+        ),
+        pytest.param(
+            "enabled: true",
+            "enabled: yes-please",
+            "enabled",
+            "true or false",
+            id="enabled-not-bool",
+        ),
+        pytest.param(
+            "rollout: 50",
+            "rollout: 50\n        rolout: 5",
+            "rolout",
+            "unknown field",
+            id="typo-field",
+        ),
     ],
 )
 def test_each_mistake_names_file_flag_and_field(flags_dir, old, new, field, words) -> None:
     assert old in GOOD
     found = problems(flags_dir, GOOD.replace(old, new, 1))
-    assert any("f.yaml" in p and "'churn-model'" in p and field in p and words in p
-               for p in found), found
+    assert any(
+        "f.yaml" in p and "'churn-model'" in p and field in p and words in p for p in found
+    ), found
 
 
 def test_duplicate_strategy_names(flags_dir) -> None:
-    text = GOOD + """      - name: ab
+    text = (
+        GOOD
+        + """      - name: ab
         rollout: 10
 """
+    )
     assert any("duplicate strategy name 'ab'" in p for p in problems(flags_dir, text))
 
 
 def test_duplicate_yaml_keys_are_not_silently_dropped(flags_dir) -> None:
-    text = GOOD.replace("variants: {control: churn:v1, treatment: churn:v2}",
-                        "variants: {control: churn:v1, control: churn:v2}")
+    text = GOOD.replace(
+        "variants: {control: churn:v1, treatment: churn:v2}",
+        "variants: {control: churn:v1, control: churn:v2}",
+    )
     found = problems(flags_dir, text)
     assert any("f.yaml" in p and "duplicate key 'control'" in p for p in found), found
 
@@ -104,8 +166,9 @@ def test_duplicate_yaml_keys_are_not_silently_dropped(flags_dir) -> None:
 def test_duplicate_flag_names_across_files(flags_dir) -> None:
     flags_dir("a.yaml", GOOD)
     found = problems(flags_dir, GOOD, name="b.yaml")
-    assert any("b.yaml" in p and "duplicate flag name, also in" in p and "a.yaml" in p
-               for p in found), found
+    assert any(
+        "b.yaml" in p and "duplicate flag name, also in" in p and "a.yaml" in p for p in found
+    ), found
 
 
 def test_a_yaml_syntax_error_names_the_file_and_line(flags_dir) -> None:

@@ -61,10 +61,28 @@ def test_a_5xx_or_unreadable_reply_is_a_bento_failure(bento_url, mode) -> None:
 
 
 def test_a_timeout_is_a_bento_failure(bento_url) -> None:
-    with pytest.raises(BentoCallFailed, match="ReadTimeout|timed out"):
+    with pytest.raises(BentoCallFailed, match=r"ReadTimeout|timed out"):
         BentoForwarder(timeout=0.2).predict(bento_url, "slow", "r1")
 
 
 def test_a_refused_connection_is_a_bento_failure() -> None:
-    with pytest.raises(BentoCallFailed, match="127.0.0.1"):
+    with pytest.raises(BentoCallFailed, match=r"127\.0\.0\.1"):
         BentoForwarder().predict(f"http://127.0.0.1:{free_port()}", "ok", "r1")
+
+
+def test_bentoml_validation_errors_name_each_field() -> None:
+    from service.forwarding import _message
+
+    reply = json.dumps(
+        {
+            "error": "2 validation errors",
+            "detail": [
+                {"loc": ["inputs", 0, "tenure_months"], "msg": "Input should be >= 0"},
+                {"loc": ["inputs", 1, "extra"], "msg": "Extra inputs are not permitted"},
+            ],
+        }
+    ).encode()
+    assert _message(reply) == (
+        "inputs[0].tenure_months: Input should be >= 0; "
+        "inputs[1].extra: Extra inputs are not permitted"
+    )

@@ -63,14 +63,28 @@ def ctx(user: str, **properties: str) -> dict:
 @pytest.mark.parametrize(
     ("context", "variant", "bento", "reason"),
     [
-        pytest.param(ctx("u1", region="eu", segment="enterprise"), "canary", "churn:v2",
-                     "strategy_variant", id="region-and-segment-match"),
-        pytest.param(ctx("u1", region="eu", segment="smb"), "default", "churn:v1",
-                     "no_matching_strategy", id="segment-mismatch"),
-        pytest.param(ctx("u1", region="apac"), "default", "churn:v1", "unknown_bento",
-                     id="variant-names-unknown-bento"),
-        pytest.param(ctx("u1"), "default", "churn:v1", "no_matching_strategy",
-                     id="no-properties"),
+        pytest.param(
+            ctx("u1", region="eu", segment="enterprise"),
+            "canary",
+            "churn:v2",
+            "strategy_variant",
+            id="region-and-segment-match",
+        ),
+        pytest.param(
+            ctx("u1", region="eu", segment="smb"),
+            "default",
+            "churn:v1",
+            "no_matching_strategy",
+            id="segment-mismatch",
+        ),
+        pytest.param(
+            ctx("u1", region="apac"),
+            "default",
+            "churn:v1",
+            "unknown_bento",
+            id="variant-names-unknown-bento",
+        ),
+        pytest.param(ctx("u1"), "default", "churn:v1", "no_matching_strategy", id="no-properties"),
     ],
 )
 def test_decisions(client, context, variant, bento, reason) -> None:
@@ -86,8 +100,10 @@ def test_unknown_bento_is_refused_with_the_tag_in_the_detail(client) -> None:
 
 def test_percentage_rollout_share_is_within_binomial_tolerance(client) -> None:
     flag_client, n = client(), 4000
-    counts = Counter(decide(flag_client, CATALOG, "churn-model", ctx(f"user-{i}", region="us"))
-                     .variant for i in range(n))
+    counts = Counter(
+        decide(flag_client, CATALOG, "churn-model", ctx(f"user-{i}", region="us")).variant
+        for i in range(n)
+    )
     # 60% rollout split 50/50: expect 30% control, 30% treatment, 40% default.
     for variant, share in {"control": 0.3, "treatment": 0.3, "default": 0.4}.items():
         tolerance = 4 * math.sqrt(share * (1 - share) / n)
@@ -103,8 +119,9 @@ def test_the_same_user_always_gets_the_same_variant(client) -> None:
 
 
 def test_a_disabled_flag_serves_the_default_bento(client) -> None:
-    decision = decide(client(enabled=False), CATALOG, "churn-model",
-                      ctx("u1", region="eu", segment="enterprise"))
+    decision = decide(
+        client(enabled=False), CATALOG, "churn-model", ctx("u1", region="eu", segment="enterprise")
+    )
     assert (decision.bento, decision.reason) == ("churn:v1", "flag_disabled")
 
 
@@ -115,6 +132,7 @@ def test_an_unknown_flag_raises(client) -> None:
 
 def test_a_bento_missing_from_the_catalog_is_refused(client) -> None:
     catalog = replace(CATALOG, endpoints={"churn:v1": "http://v1"})
-    decision = decide(client(), catalog, "churn-model", ctx("u1", region="eu",
-                                                              segment="enterprise"))
+    decision = decide(
+        client(), catalog, "churn-model", ctx("u1", region="eu", segment="enterprise")
+    )
     assert (decision.bento, decision.reason) == ("churn:v1", "unknown_bento")
