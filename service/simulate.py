@@ -66,6 +66,15 @@ class _Client:
             timeout=urllib3.Timeout(connect=2, read=10),
         )
 
+    def check_ready(self) -> None:
+        """Fail fast, with the URL, when no selector answers there."""
+        try:
+            status = self.pool.request("GET", f"{self.base_url}/readyz", retries=False).status
+        except urllib3.exceptions.HTTPError as exc:
+            raise RolloutError(f"no selector answers at {self.base_url} ({exc})") from exc
+        if status != 200:
+            raise RolloutError(f"the selector at {self.base_url} is not ready (/readyz {status})")
+
     def post(self, path: str, body: Any) -> tuple[int, Any]:
         response = self.pool.request(
             "POST",
@@ -92,6 +101,7 @@ def simulate(
     people = pop.population(users)
     p_churn = pop.churn_probabilities(pop.users_frame(people))
     client = _Client(selector_url, concurrency)
+    client.check_ready()
     summary = SimulationSummary(users=users, seconds=0.0)
     started, lock = time.perf_counter(), threading.Lock()
     outcomes: list[dict[str, Any]] = []

@@ -1,0 +1,40 @@
+"""The `rollout` command line: exit codes and messages a person or a script can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from service.cli import main
+
+REPO_FLAGS = Path(__file__).resolve().parents[2] / "flags"
+
+
+def test_flags_validate_accepts_the_repository_flags() -> None:
+    result = CliRunner().invoke(main, ["flags", "validate"])
+    assert result.exit_code == 0, result.output
+    assert "ok  churn-model  default=churn:v1" in result.output
+
+
+def test_flags_validate_lists_every_problem_and_exits_non_zero(flags_dir) -> None:
+    text = (REPO_FLAGS / "churn-model.yaml").read_text()
+    folder = flags_dir("churn-model.yaml", text.replace("treatment: churn:v2", "treatment: x:v9"))
+    flags_dir("broken.yaml", "flag: [unclosed\n")
+    result = CliRunner().invoke(main, ["flags", "validate", "--dir", str(folder)])
+    assert result.exit_code == 1
+    assert "churn-model.yaml: flag 'churn-model': variants.treatment: unknown bento 'x:v9'" in (
+        result.output
+    )
+    assert "broken.yaml" in result.output and "yaml" in result.output
+    assert "2 problem(s)" in result.output
+
+
+def test_package_errors_are_one_clear_line_and_exit_1() -> None:
+    from service.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, ["simulate", "--users", "1", "--selector-url", url])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: no selector answers at {url}")
+    assert result.exception is None or isinstance(result.exception, SystemExit)
