@@ -6,8 +6,10 @@ the same whether it is evaluated from flags/ or fetched from a server.
 
 from __future__ import annotations
 
+from typing import cast
+
 from service.flag_definitions import BUILTIN_CONTEXT_FIELDS, FlagDefinition, FlagSet
-from service.unleash_admin import UnleashAdmin
+from service.unleash_admin import Strategy, UnleashAdmin, Variant
 from service.unleash_features import default_variant, strategy
 
 PROJECT = "default"
@@ -27,8 +29,7 @@ def create_flag(
     admin.create_feature(project, flag.name, "experiment", flag.description)
     env = flag.environments.get(environment)
     for spec in env.strategies if env else ():
-        admin.add_strategy(project, flag.name, environment, strategy(flag, spec))  # type: ignore[arg-type]
-    admin.set_feature_variants(
-        project, flag.name, environment, [default_variant(flag.default_bento)]
-    )  # type: ignore[list-item]
+        admin.add_strategy(project, flag.name, environment, cast(Strategy, strategy(flag, spec)))
+    default = cast(Variant, default_variant(flag.default_bento))
+    admin.set_feature_variants(project, flag.name, environment, [default])
     admin.set_environment_enabled(project, flag.name, environment, bool(env and env.enabled))

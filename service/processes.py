@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import urllib3
 
@@ -54,7 +55,7 @@ class ManagedProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         with self.log_file.open("ab") as log:
@@ -105,7 +106,7 @@ class ManagedProcess:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -13,7 +13,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 
-class SelectorServer(BaseApplication):  # type: ignore[misc]
+class SelectorServer(BaseApplication):
     def __init__(self, options: dict[str, Any], app_config: dict[str, Any] | None = None):
         self.options = options
         self.app_config = app_config

@@ -15,7 +15,8 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def selector() -> Selector:
-    return current_app.extensions["selector"]  # type: ignore[no-any-return]
+    selector: Selector = current_app.extensions["selector"]
+    return selector
 
 
 def json_body() -> Any:

@@ -1,0 +1,303 @@
+"""Run the analysis notebooks with papermill and file their output under `reports/`.
+
+Each run gets its own folder, `reports/<flag>/<run-id>/`, holding the executed notebook
+(`report.ipynb`), an HTML rendering without code (`report.html`) and the `decision.json` the
+notebook wrote. `reports/index.html` lists every run found on disk, newest first. The notebooks
+stay thin; this module only parameterizes, executes, renders and files them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.config import Settings
+from service.errors import BadRequest, RolloutError
+
+KERNEL_NAME = "model-rollout"
+AB_NOTEBOOK = "ab_test.ipynb"
+DEFAULT_TIMEOUT = 600.0  # seconds per cell; a million exposures aggregate in well under that
+KERNEL_START_TIMEOUT = 120.0  # a cold kernel on a busy 2-core machine can take a while
+_SAFE_FLAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # Unleash flag names, and safe paths
+
+
+class ReportFailed(RolloutError):
+    """The notebook did not run to the end; `notebook_path` holds what it did execute."""
+
+    code = "report_failed"
+
+    def __init__(self, message: str, notebook_path: Path | None = None) -> None:
+        super().__init__(message)
+        self.notebook_path = notebook_path
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Where a finished report's files are, and the decision it reached."""
+
+    output_dir: Path
+    notebook_path: Path
+    html_path: Path
+    decision: dict[str, Any]
+
+
+def run_ab_report(
+    settings: Settings,
+    *,
+    flag: str,
+    control: str,
+    treatment: str,
+    metric: str = "retained",
+    window_start: str | None = None,
+    window_end: str | None = None,
+    alpha: float = 0.05,
+    expected_split: str | None = None,
+    event_store_url: str | None = None,
+    current_step: float | None = None,
+    ramp_steps: str = "5,25,50,100",
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Callable[[str], Any] = print,
+) -> ReportResult:
+    """Run `notebooks/ab_test.ipynb` for one flag and two of its variants.
+
+    Raises `ReportFailed` (pointing at the partial executed notebook) when the notebook fails,
+    times out (`timeout` seconds per cell) or writes no decision.
+    """
+    parameters = {
+        "flag": flag,
+        "control": control,
+        "treatment": treatment,
+        "metric": metric,
+        "window_start": window_start,
+        "window_end": window_end,
+        "alpha": alpha,
+        "expected_split": expected_split,
+        "event_store_url": event_store_url or settings.event_store_url,
+        "current_step": current_step,
+        "ramp_steps": ramp_steps,
+    }
+    return run_report(
+        settings,
+        notebook=AB_NOTEBOOK,
+        kind="ab",
+        flag=flag,
+        parameters=parameters,
+        timeout=timeout,
+        progress=progress,
+    )
+
+
+def run_report(
+    settings: Settings,
+    *,
+    notebook: str,
+    kind: str,
+    flag: str,
+    parameters: dict[str, Any],
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Callable[[str], Any] = print,
+) -> ReportResult:
+    """Execute `notebook` (under settings.notebooks_dir) into a new run folder and file it.
+
+    The notebook receives `parameters` plus `output_dir`, and must write `decision.json` there.
+    """
+    output_dir = new_run_dir(settings.reports_dir, flag, kind)
+    notebook_path = output_dir / "report.ipynb"
+    progress(f"running {notebook} for flag '{flag}' (kernel {KERNEL_NAME}) into {output_dir}")
+    started = datetime.now(UTC)
+    _execute(
+        settings.notebooks_dir / notebook,
+        notebook_path,
+        {**parameters, "output_dir": str(output_dir)},
+        cwd=settings.root,
+        timeout=timeout,
+    )
+    decision = _read_decision(output_dir, notebook_path)
+    html_path = render_html(notebook_path)
+    index = update_index(settings.reports_dir)
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    progress(
+        f"{decision['recommendation']} (next step: {decision.get('next_step')}) in {seconds:.1f}s; "
+        f"report {html_path}; index {index}"
+    )
+    return ReportResult(output_dir, notebook_path, html_path, decision)
+
+
+def new_run_dir(reports_dir: Path, flag: str, kind: str, now: datetime | None = None) -> Path:
+    """Create `reports_dir/<flag>/<run-id>/`, run-id like `20261125T130102Z-ab`."""
+    if not _SAFE_FLAG.match(flag):
+        raise BadRequest(f"flag name {flag!r} must be letters, digits, '.', '_' or '-'")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    base = reports_dir / flag / f"{stamp}-{kind}"
+    # Two runs for the same flag within one second get a suffix instead of sharing a folder.
+    for attempt in range(1, 100):
+        candidate = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ReportFailed(f"could not create a run folder under {base.parent}")
+
+
+def _execute(
+    source: Path, target: Path, parameters: dict[str, Any], *, cwd: Path, timeout: float
+) -> None:
+    # Imported here: papermill and nbclient take about a second to import, and only report
+    # runs need them (not the selector or the CLI's other commands).
+    import papermill
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(target),
+            parameters=parameters,
+            kernel_name=KERNEL_NAME,
+            cwd=str(cwd),
+            progress_bar=False,
+            start_timeout=KERNEL_START_TIMEOUT,
+            execution_timeout=timeout,
+        )
+    except NoSuchKernel as exc:
+        raise ReportFailed(
+            f"the Jupyter kernel '{KERNEL_NAME}' is not installed; install it with "
+            f"`python -m ipykernel install --sys-prefix --name {KERNEL_NAME}` "
+            "(part of `make .venv/.installed`)"
+        ) from exc
+    except Exception as exc:  # cell errors, timeouts, a dead kernel: all end the same way
+        raise ReportFailed(_failure_message(source, target, exc), _existing(target)) from exc
+
+
+def _failure_message(source: Path, target: Path, exc: Exception) -> str:
+    cause = getattr(exc, "ename", None) or type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    detail = getattr(exc, "evalue", None) or (lines[-1] if lines else "no message")
+    where = (
+        f"the partial executed notebook is {target}"
+        if target.exists()
+        else f"no executed notebook was written (expected at {target})"
+    )
+    return f"report notebook {source.name} failed: {cause}: {detail}; {where}"
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+def _read_decision(output_dir: Path, notebook_path: Path) -> dict[str, Any]:
+    path = output_dir / "decision.json"
+    try:
+        decision: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportFailed(
+            f"the notebook ran but left no readable {path} ({exc}); see {notebook_path}",
+            notebook_path,
+        ) from exc
+    return decision
+
+
+def render_html(notebook_path: Path) -> Path:
+    """Write `<notebook>.html` beside the notebook: outputs only, no code cells."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
+    notebook = nbformat.read(notebook_path, as_version=4)
+    body, _resources = exporter.from_notebook_node(_without_scraps(notebook))
+    html_path = notebook_path.with_suffix(".html")
+    html_path.write_text(body, encoding="utf-8")
+    return html_path
+
+
+def _without_scraps(notebook: Any) -> Any:
+    """Drop scrapbook's glue outputs: machine-readable copies of numbers shown elsewhere,
+    which HTML cannot represent (nbconvert would warn once per scrap)."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [out for out in cell.get("outputs", []) if not _is_scrap(out)]
+    return notebook
+
+
+def _is_scrap(output: Any) -> bool:
+    data = output.get("data", {})
+    return bool(data) and all(mime.startswith("application/scrapbook.scrap.") for mime in data)
+
+
+def update_index(reports_dir: Path) -> Path:
+    """Rewrite `reports_dir/index.html` from every `*/*/decision.json` under it, newest first."""
+    runs = sorted(
+        (_index_row(reports_dir, path) for path in reports_dir.glob("*/*/decision.json")),
+        key=lambda row: row["run"],
+        reverse=True,
+    )
+    rows = "\n".join(
+        "<tr><td>{flag}</td><td>{date}</td><td>{kind}</td><td class='{decision}'>{decision}"
+        "</td><td>{next_step}</td><td><a href='{link}'>{run}</a></td></tr>".format(
+            **{k: html.escape(str(v), quote=True) for k, v in row.items()}
+        )
+        for row in runs
+    )
+    index = reports_dir / "index.html"
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a reader (or a concurrent run) never sees half a file.
+    partial = index.with_name(f".index.{os.getpid()}.html")
+    partial.write_text(_INDEX_PAGE.format(count=len(runs), rows=rows), encoding="utf-8")
+    partial.replace(index)
+    return index
+
+
+def _index_row(reports_dir: Path, decision_path: Path) -> dict[str, Any]:
+    run_dir = decision_path.parent
+    try:
+        decision = json.loads(decision_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        decision = {"recommendation": "unreadable"}
+    html_path = run_dir / "report.html"
+    link = html_path if html_path.exists() else decision_path
+    next_step = decision.get("next_step")
+    return {
+        "flag": decision.get("flag", run_dir.parent.name),
+        "date": decision.get("generated_at", ""),
+        "kind": decision.get("kind", ""),
+        "decision": decision.get("recommendation", ""),
+        "next_step": "" if next_step is None else f"{next_step}%",
+        "link": link.relative_to(reports_dir).as_posix(),
+        "run": run_dir.name,
+    }
+
+
+_INDEX_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Rollout reports</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
+table {{ border-collapse: collapse; }}
+th, td {{ padding: 0.3rem 0.8rem; border-bottom: 1px solid #ddd; text-align: left; }}
+.ramp, .ship {{ color: #137333; }} .rollback {{ color: #c5221f; }} .hold {{ color: #b06000; }}
+</style>
+</head>
+<body>
+<h1>Rollout reports</h1>
+<p>{count} run(s), newest first.</p>
+<table>
+<thead><tr><th>Flag</th><th>Date</th><th>Analysis</th><th>Decision</th><th>Next step</th>
+<th>Report</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+</body>
+</html>
+"""

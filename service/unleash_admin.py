@@ -1,0 +1,424 @@
+"""The one boundary to the Unleash Admin API (checked against unleash-server 8.2.0's OpenAPI).
+
+Every method either returns a typed result or raises :class:`service.errors.UnleashAdminError`,
+whose message names the method, the path and the server's answer (or the URL it could not
+reach). Request bodies use the Admin API's own field names (``contextName``, ``weightType``...)
+so a strategy read from the server can be sent back unchanged; they are typed below.
+
+    admin = UnleashAdmin("http://127.0.0.1:4242", admin_token)
+    admin.create_feature("default", "churn-model")
+    admin.add_strategy("default", "churn-model", "development", {
+        "name": "flexibleRollout",
+        "parameters": {"rollout": "50", "stickiness": "userId", "groupId": "churn-model"},
+        "variants": [{"name": "v2", "weight": 1000, "weightType": "variable",
+                      "stickiness": "userId", "payload": {"type": "string", "value": "churn:v2"}}],
+    })
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, NotRequired, Required, Self, TypedDict
+from urllib.parse import quote
+
+import requests
+
+from service.errors import UnleashAdminError
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class VariantPayload(TypedDict):
+    """A variant's payload; we carry the bento tag as ``{"type": "string", "value": tag}``."""
+
+    type: str
+    value: str
+
+
+class Constraint(TypedDict, total=False):
+    """A strategy or segment constraint, e.g. ``region IN [eu]``."""
+
+    contextName: Required[str]
+    operator: Required[str]
+    values: list[str]
+    value: str
+    inverted: bool
+    caseInsensitive: bool
+
+
+class StrategyVariant(TypedDict):
+    """A variant inside a strategy; ``weight`` is 0..1000 over the strategy's variants."""
+
+    name: str
+    weight: int
+    weightType: str
+    stickiness: str
+    payload: NotRequired[VariantPayload]
+
+
+class VariantOverride(TypedDict):
+    contextName: str
+    values: list[str]
+
+
+class Variant(TypedDict):
+    """A flag-level (environment) variant: served when the matching strategy has none."""
+
+    name: str
+    weight: int
+    weightType: NotRequired[str]
+    stickiness: NotRequired[str]
+    payload: NotRequired[VariantPayload]
+    overrides: NotRequired[list[VariantOverride]]
+
+
+class Strategy(TypedDict, total=False):
+    """An activation strategy; ``parameters`` values are strings (``{"rollout": "50"}``)."""
+
+    id: str
+    name: Required[str]
+    title: str
+    disabled: bool
+    sortOrder: int
+    parameters: dict[str, str]
+    constraints: list[Constraint]
+    variants: list[StrategyVariant]
+    segments: list[int]
+
+
+@dataclass(frozen=True)
+class FeatureEnvironment:
+    """A flag's state in one environment."""
+
+    name: str
+    enabled: bool
+    strategies: list[Strategy] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> FeatureEnvironment:
+        return cls(
+            name=raw["name"],
+            enabled=bool(raw["enabled"]),
+            strategies=list(raw.get("strategies") or []),
+            variants=list(raw.get("variants") or []),
+        )
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A feature flag as the Admin API describes it."""
+
+    name: str
+    project: str
+    type: str
+    description: str
+    stale: bool
+    environments: list[FeatureEnvironment]
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any], project: str) -> Feature:
+        return cls(
+            name=raw["name"],
+            project=raw.get("project") or project,
+            type=raw.get("type") or "",
+            description=raw.get("description") or "",
+            stale=bool(raw.get("stale")),
+            environments=[FeatureEnvironment.from_api(e) for e in raw.get("environments") or []],
+        )
+
+    def environment(self, name: str) -> FeatureEnvironment:
+        """The flag's state in environment ``name``; KeyError if the flag has no such one."""
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(f"flag {self.name!r} has no environment {name!r}")
+
+
+@dataclass(frozen=True)
+class ContextField:
+    """A context field the UI offers for constraints, with its legal values."""
+
+    name: str
+    description: str
+    legal_values: list[str]
+    stickiness: bool
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> ContextField:
+        return cls(
+            name=raw["name"],
+            description=raw.get("description") or "",
+            legal_values=[v["value"] for v in raw.get("legalValues") or []],
+            stickiness=bool(raw.get("stickiness")),
+        )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A reusable, named set of constraints that strategies refer to by id."""
+
+    id: int
+    name: str
+    description: str
+    constraints: list[Constraint]
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> Segment:
+        return cls(
+            id=int(raw["id"]),
+            name=raw["name"],
+            description=raw.get("description") or "",
+            constraints=list(raw.get("constraints") or []),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of Unleash's event log (who changed what, when): the audit trail."""
+
+    id: int
+    type: str
+    created_at: str
+    created_by: str
+    feature_name: str | None
+    project: str | None
+    environment: str | None
+    data: dict[str, Any] | None
+    pre_data: dict[str, Any] | None
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> Event:
+        return cls(
+            id=int(raw["id"]),
+            type=raw["type"],
+            created_at=raw["createdAt"],
+            created_by=raw.get("createdBy") or "",
+            feature_name=raw.get("featureName"),
+            project=raw.get("project"),
+            environment=raw.get("environment"),
+            data=raw.get("data"),
+            pre_data=raw.get("preData"),
+        )
+
+
+def _segment(value: str) -> str:
+    """Quote one path segment (flag names may hold characters such as ``.``, ``:``)."""
+    return quote(value, safe="")
+
+
+def _feature_path(project: str, name: str) -> str:
+    return f"/api/admin/projects/{_segment(project)}/features/{_segment(name)}"
+
+
+def _environment_path(project: str, name: str, environment: str) -> str:
+    return f"{_feature_path(project, name)}/environments/{_segment(environment)}"
+
+
+class UnleashAdmin:
+    """Client for the Unleash Admin API; raises UnleashAdminError on any failure.
+
+    The admin token goes in the ``Authorization`` header and never into ``repr`` or messages.
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._session.headers.update({"Authorization": token, "Accept": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"UnleashAdmin(url={self.url!r}, token='***')"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- server -----------------------------------------------------------------------------
+
+    def health(self) -> str:
+        """The server's health (``"GOOD"`` when up)."""
+        return str(self._request("GET", "/health")["health"])
+
+    # -- flags ------------------------------------------------------------------------------
+
+    def list_features(self, project: str) -> list[Feature]:
+        """All flags of ``project`` (environments without strategies: see get_feature)."""
+        body = self._request("GET", f"/api/admin/projects/{_segment(project)}/features")
+        return [Feature.from_api(raw, project) for raw in body["features"]]
+
+    def get_feature(self, project: str, name: str) -> Feature:
+        """One flag with its environments, strategies and environment variants."""
+        return Feature.from_api(self._request("GET", _feature_path(project, name)), project)
+
+    def create_feature(
+        self, project: str, name: str, type: str = "experiment", description: str = ""
+    ) -> Feature:
+        """Create flag ``name`` (disabled in every environment, no strategies)."""
+        body = {"name": name, "type": type, "description": description}
+        path = f"/api/admin/projects/{_segment(project)}/features"
+        return Feature.from_api(self._request("POST", path, json=body), project)
+
+    def delete_feature(self, project: str, name: str) -> None:
+        """Archive the flag, then delete it from the archive, so its name can be reused.
+
+        A flag that is already archived (or absent) is still deleted (or left alone).
+        """
+        self._request("DELETE", _feature_path(project, name), missing_ok=True)
+        self._request("DELETE", f"/api/admin/archive/{_segment(name)}", missing_ok=True)
+
+    def set_environment_enabled(
+        self, project: str, name: str, environment: str, enabled: bool
+    ) -> None:
+        """Turn the flag on or off in ``environment``."""
+        switch = "on" if enabled else "off"
+        self._request("POST", f"{_environment_path(project, name, environment)}/{switch}")
+
+    def set_feature_variants(
+        self, project: str, name: str, environment: str, variants: Sequence[Variant]
+    ) -> list[Variant]:
+        """Replace the flag's environment variants (ours: the default bento); returns them.
+
+        Unleash 8 deprecates environment variants: the per-environment ``PUT .../variants``
+        answers 403 for a flag that has none yet (unless the server runs with
+        ``UNLEASH_EXPERIMENTAL_ENABLE_LEGACY_VARIANTS``), so this uses ``variants-batch``,
+        which 8.2.0 accepts on every flag and documents without deprecation.
+        """
+        path = f"{_feature_path(project, name)}/variants-batch"
+        body = {"variants": list(variants), "environments": [environment]}
+        return list(self._request("PUT", path, json=body)["variants"])
+
+    def get_feature_variants(self, project: str, name: str, environment: str) -> list[Variant]:
+        """The flag's environment variants."""
+        path = f"{_environment_path(project, name, environment)}/variants"
+        return list(self._request("GET", path)["variants"])
+
+    # -- strategies -------------------------------------------------------------------------
+
+    def list_strategies(self, project: str, name: str, environment: str) -> list[Strategy]:
+        """The flag's strategies in ``environment``, in evaluation order."""
+        path = f"{_environment_path(project, name, environment)}/strategies"
+        return list(self._request("GET", path))
+
+    def add_strategy(self, project: str, name: str, environment: str, strategy: Strategy) -> str:
+        """Add ``strategy`` to the flag in ``environment``; returns the new strategy's id."""
+        path = f"{_environment_path(project, name, environment)}/strategies"
+        return str(self._request("POST", path, json=strategy)["id"])
+
+    def update_strategy(
+        self, project: str, name: str, environment: str, strategy_id: str, strategy: Strategy
+    ) -> Strategy:
+        """Replace strategy ``strategy_id`` with ``strategy`` (its ``id`` key is ignored)."""
+        path = f"{_environment_path(project, name, environment)}/strategies/{_segment(strategy_id)}"
+        body = {key: value for key, value in strategy.items() if key != "id"}
+        result: Strategy = self._request("PUT", path, json=body)
+        return result
+
+    def delete_strategy(self, project: str, name: str, environment: str, strategy_id: str) -> None:
+        """Remove strategy ``strategy_id`` from the flag in ``environment``."""
+        path = f"{_environment_path(project, name, environment)}/strategies/{_segment(strategy_id)}"
+        self._request("DELETE", path)
+
+    # -- context fields and segments ---------------------------------------------------------
+
+    def list_context_fields(self) -> list[ContextField]:
+        """Every context field (built-in ones such as ``userId`` included)."""
+        return [ContextField.from_api(raw) for raw in self._request("GET", "/api/admin/context")]
+
+    def create_context_field(
+        self, name: str, legal_values: Sequence[str] = (), description: str = ""
+    ) -> ContextField:
+        """Create context field ``name``, or replace its legal values and description."""
+        body = {
+            "name": name,
+            "description": description,
+            "legalValues": [{"value": value} for value in legal_values],
+        }
+        if any(existing.name == name for existing in self.list_context_fields()):
+            body.pop("name")
+            self._request("PUT", f"/api/admin/context/{_segment(name)}", json=body)
+            return ContextField.from_api(
+                self._request("GET", f"/api/admin/context/{_segment(name)}")
+            )
+        return ContextField.from_api(self._request("POST", "/api/admin/context", json=body))
+
+    def list_segments(self) -> list[Segment]:
+        """Every global segment."""
+        body = self._request("GET", "/api/admin/segments")
+        return [Segment.from_api(raw) for raw in body["segments"]]
+
+    def create_segment(
+        self, name: str, constraints: Sequence[Constraint], description: str = ""
+    ) -> Segment:
+        """Create segment ``name``, or replace its constraints if it exists; returns it."""
+        body = {"name": name, "description": description, "constraints": list(constraints)}
+        existing = next((s for s in self.list_segments() if s.name == name), None)
+        if existing is None:
+            return Segment.from_api(self._request("POST", "/api/admin/segments", json=body))
+        self._request("PUT", f"/api/admin/segments/{existing.id}", json=body)
+        return Segment.from_api(self._request("GET", f"/api/admin/segments/{existing.id}"))
+
+    # -- event log ----------------------------------------------------------------------------
+
+    def get_events(self, feature: str | None = None, *, limit: int = 100) -> list[Event]:
+        """The newest ``limit`` events of the log, newest first (of flag ``feature`` if given)."""
+        params = {"limit": str(limit)}
+        if feature is not None:
+            params["feature"] = f"IS:{feature}"
+        body = self._request("GET", "/api/admin/search/events", params=params)
+        return [Event.from_api(raw) for raw in body["events"]]
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """Send one request; return its JSON body (None if empty) or raise UnleashAdminError."""
+        try:
+            response = self._session.request(
+                method, self.url + path, json=json, params=params, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise UnleashAdminError(
+                f"cannot reach the Unleash Admin API at {self.url} ({method} {path}): {exc}"
+            ) from exc
+        if missing_ok and response.status_code == 404:
+            return None
+        if not response.ok:
+            raise UnleashAdminError(
+                f"Unleash Admin API {method} {path} failed with HTTP {response.status_code}: "
+                f"{_server_answer(response)}"
+            )
+        return response.json() if response.content else None
+
+
+def _server_answer(response: requests.Response) -> str:
+    """The server's own explanation: its error message and details, or the raw body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason
+    if not isinstance(body, dict):
+        return str(body)[:500]
+    message = str(body.get("message") or body.get("error") or str(body)[:500])
+    details = [str(d.get("description") or d.get("message")) for d in body.get("details") or []]
+    extra = "; ".join(d for d in details if d not in message)
+    return f"{body.get('name', 'Error')}: {message}" + (f" ({extra})" if extra else "")
