@@ -17,6 +17,7 @@ from typing import Any
 
 from service.catalog import BentoCatalog
 from service.config import Settings
+from service.flag_definitions import load_flags
 from service.processes import free_port, selector_process
 from service.simulate import SimulationSummary, simulate
 
@@ -65,6 +66,7 @@ def run_demo(
         progress(summary.describe())
         selector.stop()  # graceful: every buffered exposure and outcome is written first
     progress("step 5/5: running the A/B report (papermill)")
+    flag = load_flags(settings.flags_dir).flags[FLAG]
     report = run_ab_report(
         settings,
         flag=FLAG,
@@ -72,6 +74,7 @@ def run_demo(
         treatment="treatment",
         window_start=window_start,
         expected_split=EXPECTED_SPLIT,
+        current_step=flag.rollout_percent(settings.environment, "treatment"),
         progress=progress,
     )
     return DemoResult(report, summary, time.perf_counter() - started)

@@ -91,6 +91,17 @@ class FlagDefinition:
     def bentos(self) -> set[str]:
         return {self.default_bento, *self.variants.values()}
 
+    def rollout_percent(self, environment: str, variant: str) -> float | None:
+        """Percent of the users a strategy admits that it sends to `variant` (its ramp step).
+
+        The first strategy serving the variant counts; None when no strategy serves it.
+        """
+        env = self.environments.get(environment)
+        for strategy in env.strategies if env else ():
+            if variant in strategy.variants:
+                return strategy.rollout * strategy.variants[variant] / 100
+        return None
+
 
 @dataclass
 class FlagSet:

@@ -184,3 +184,10 @@ def test_all_problems_are_reported_at_once(flags_dir) -> None:
 def test_an_empty_folder_is_an_error(tmp_path) -> None:
     with pytest.raises(FlagDefinitionError, match="no flag files"):
         load_flags(tmp_path, BENTOS)
+
+
+def test_rollout_percent_is_the_variants_share_of_its_strategy() -> None:
+    flag = load_flags(REPO_FLAGS, BENTOS).flags["churn-model"]
+    assert flag.rollout_percent("development", "treatment") == 40.0  # 80% rollout, 50/50
+    assert flag.rollout_percent("production", "canary") == 5.0
+    assert flag.rollout_percent("production", "treatment") is None
