@@ -1,0 +1,52 @@
+"""`rollout serve`, `rollout simulate` and `rollout demo`."""
+
+from __future__ import annotations
+
+import click
+
+from service.cli.base import main, progress, settings_of
+from service.cli.reports import print_report
+
+# --- serving and traffic -----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Run the selector under gunicorn (configure with ROLLOUT_* / UNLEASH_* variables)."""
+    from service.server import serve as run
+
+    run(host, port, workers, threads)
+
+
+@main.command()
+@click.option("--selector-url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--flag", default="churn-model", show_default=True)
+@click.option("--users", default=20_000, show_default=True, type=click.IntRange(1))
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option("--seed", default=7, show_default=True, type=int)
+def simulate(selector_url: str, flag: str, users: int, concurrency: int, seed: int) -> None:
+    """Drive synthetic users through the selector and post their outcomes."""
+    from service.simulate import simulate as run
+
+    summary = run(selector_url, flag, users, concurrency=concurrency, seed=seed, progress=progress)
+    click.echo(summary.describe())
+
+
+# --- the demo ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--users", default=20_000, show_default=True, type=click.IntRange(100))
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.pass_context
+def demo(ctx: click.Context, users: int, concurrency: int) -> None:
+    """The whole loop on embedded flags: build, serve, route, simulate, report, decide."""
+    from service.demo import run_demo
+
+    result = run_demo(settings_of(ctx), users=users, concurrency=concurrency, progress=progress)
+    print_report(result.report)
+    click.echo(f"done in {result.seconds:.0f}s")
