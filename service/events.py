@@ -8,11 +8,13 @@ The notebooks read only these two tables.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +42,7 @@ exposures = sa.Table(
     sa.Column("status", sa.Integer, nullable=False),  # HTTP status returned to the caller
     sa.Column("latency_ms", sa.Float),
     sa.Column("prediction", sa.Float),  # the model's score, when the bento returned one
+    sa.Column("inputs", sa.JSON),  # the model inputs as sent, for drift analysis
     sa.Column("shadow", sa.Boolean, nullable=False, default=False),
     sa.Column("fallback", sa.Boolean, nullable=False, default=False),
     sa.Column("error", sa.Text),
@@ -76,6 +79,7 @@ class Exposure:
     properties: dict[str, Any] = field(default_factory=dict)
     latency_ms: float | None = None
     prediction: float | None = None
+    inputs: Any = None
     shadow: bool = False
     fallback: bool = False
     error: str | None = None
@@ -97,14 +101,27 @@ class Outcome:
 def create_engine(url: str) -> sa.Engine:
     """An engine with the tables created; SQLite in WAL mode so readers never block the writer."""
     if url.startswith("sqlite:///"):
-        from pathlib import Path
-
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Bring a store made by an older version up to date: new columns are nullable adds."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(
+                        sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -125,9 +142,12 @@ class EventWriter:
     than dropped, so a database blip delays events but does not lose them.
     """
 
-    def __init__(self, engine: sa.Engine, batch_size: int = 500):
+    def __init__(
+        self, engine: sa.Engine, batch_size: int = 500, dead_letter: Path | None = None
+    ) -> None:
         self.engine = engine
         self.batch_size = batch_size
+        self.dead_letter = dead_letter
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._written = 0
         self._closed = False
@@ -190,6 +210,9 @@ class EventWriter:
         return batch, markers, any(i is _STOP for i in items)
 
     def _write(self, batch: list[Exposure | Outcome]) -> None:
+        """Insert a batch. A lost connection is retried with back-off; any other failure
+        (the store refusing these rows) sends the batch to the dead-letter file instead, so
+        one bad batch neither loses events nor wedges the writer."""
         rows_by_table: dict[sa.Table, list[dict[str, Any]]] = {exposures: [], outcomes: []}
         for event in batch:
             table = exposures if isinstance(event, Exposure) else outcomes
@@ -203,7 +226,29 @@ class EventWriter:
                             conn.execute(table.insert(), rows)
                 self._written += len(batch)
                 return
-            except Exception:  # keep the events; a database blip must not lose them
+            except sa.exc.OperationalError:
                 log.exception("writing %d events failed; retrying in %.1fs", len(batch), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except Exception:
+                if len(batch) > 1:  # find the refused rows; write the others
+                    for event in batch:
+                        self._write([event])
+                    return
+                log.exception("the event store refused an event")
+                self._dead_letter(rows_by_table)
+                return
+
+    def _dead_letter(self, rows_by_table: dict[sa.Table, list[dict[str, Any]]]) -> None:
+        if self.dead_letter is None:
+            log.error(
+                "no dead-letter file configured; %d events dropped",
+                sum(map(len, rows_by_table.values())),
+            )
+            return
+        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+        with self.dead_letter.open("a", encoding="utf-8") as out:
+            for table, rows in rows_by_table.items():
+                for row in rows:
+                    out.write(json.dumps({"table": table.name, **row}, default=str) + "\n")
+        log.error("events written to %s for replay", self.dead_letter)

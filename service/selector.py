@@ -58,7 +58,11 @@ class Selector:
             FlagClient(settings, flag_set),
             catalog,
             BentoForwarder(settings.forward_timeout),
-            EventWriter(create_engine(settings.event_store_url), settings.event_batch_size),
+            EventWriter(
+                create_engine(settings.event_store_url),
+                settings.event_batch_size,
+                dead_letter=settings.data_dir / "events-dead-letter.jsonl",
+            ),
         )
         selector.flags.start()
         return selector
@@ -75,10 +79,14 @@ class Selector:
         try:
             reply, served = self._serve(decision, inputs, request_id)
         except RolloutError as exc:
-            self._record(request_id, decision, context, started, exc.status, error=exc.message)
+            self._record(
+                request_id, decision, context, inputs, started, exc.status, error=exc.message
+            )
             raise
         fallback = served.reason == FALLBACK
-        self._record(request_id, served, context, started, 200, reply=reply, fallback=fallback)
+        self._record(
+            request_id, served, context, inputs, started, 200, reply=reply, fallback=fallback
+        )
         return Prediction(request_id, served, reply.body, _ms_since(started), fallback)
 
     def _serve(
@@ -123,6 +131,7 @@ class Selector:
         request_id: str,
         decision: RoutingDecision,
         context: dict[str, Any],
+        inputs: Any,
         started: float,
         status: int,
         *,
@@ -147,6 +156,7 @@ class Selector:
                 properties=properties,
                 latency_ms=_ms_since(started),
                 prediction=_score(reply.body) if reply else None,
+                inputs=inputs,
                 fallback=fallback,
                 error=error or decision.detail,
             )

@@ -82,6 +82,7 @@ def test_predict_returns_prediction_bento_variant_and_reason(app, client) -> Non
         200,
     )
     assert (row["region"], row["segment"], row["prediction"]) == ("eu", "enterprise", 0.7)
+    assert row["inputs"] == [{"tenure_months": 3}]
 
 
 def test_a_failing_bento_is_served_by_the_default_in_the_same_call(app, client) -> None:

@@ -72,3 +72,37 @@ def test_flush_waits_for_what_was_queued_before_it(tmp_path) -> None:
     writer.flush()
     assert count(engine, exposures) == 50
     writer.close()
+
+
+def test_a_store_from_an_older_version_gains_the_new_columns(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE exposures (id INTEGER PRIMARY KEY, ts FLOAT, "
+                "request_id VARCHAR(64), flag VARCHAR(200), environment "
+                "VARCHAR(100), variant VARCHAR(200), reason VARCHAR(100), "
+                "status INTEGER, shadow BOOLEAN, fallback BOOLEAN)"
+            )
+        )
+    writer = EventWriter(create_engine(url))
+    event = exposure(1)
+    event.inputs = [{"tenure_months": 3}]
+    writer.record(event)
+    writer.close()
+    with sa.create_engine(url).connect() as conn:
+        assert conn.execute(sa.select(exposures.c.inputs)).scalar_one() == [{"tenure_months": 3}]
+
+
+def test_rows_the_store_refuses_go_to_the_dead_letter_file(tmp_path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    dead_letter = tmp_path / "dead.jsonl"
+    writer = EventWriter(engine, dead_letter=dead_letter)
+    bad = exposure(1)
+    bad.status = None  # type: ignore[assignment]  # NOT NULL: a permanent refusal
+    writer.record(bad)
+    writer.record(exposure(2))  # the writer keeps going afterwards
+    writer.close()
+    [line] = dead_letter.read_text().splitlines()
+    assert '"request_id": "r1"' in line and '"table": "exposures"' in line
+    assert count(engine, exposures) == 1
