@@ -10,6 +10,7 @@ demo: $(STAMP)
 	$(BIN)/rollout demo
 
 test: $(STAMP) unleash
+	scripts/install-browser
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -68,6 +68,16 @@ class Strategy:
     stickiness: str = "userId"
     constraints: tuple[Constraint, ...] = ()
     variants: dict[str, float] = field(default_factory=dict)  # variant name -> percent
+    segments: tuple[str, ...] = ()  # names of segments declared in context.yaml
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A named, reusable set of constraints (an Unleash segment) that strategies refer to."""
+
+    name: str
+    description: str = ""
+    constraints: tuple[Constraint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,9 +97,11 @@ class FlagDefinition:
     variants: dict[str, str]  # variant name -> bento tag
     environments: dict[str, Environment]
     description: str = ""
+    # Bentos that receive a mirrored copy of every request; their answers are only logged.
+    shadows: tuple[str, ...] = ()
 
     def bentos(self) -> set[str]:
-        return {self.default_bento, *self.variants.values()}
+        return {self.default_bento, *self.variants.values(), *self.shadows}
 
     def rollout_percent(self, environment: str, variant: str) -> float | None:
         """Percent of the users a strategy admits that it sends to `variant` (its ramp step).
@@ -109,6 +121,7 @@ class FlagSet:
 
     flags: dict[str, FlagDefinition]
     context_fields: dict[str, ContextField]
+    segments: dict[str, Segment] = field(default_factory=dict)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -137,9 +150,11 @@ def load_flags(flags_dir: Path, known_bentos: Iterable[str] | None = None) -> Fl
     """
     problems: list[FlagProblem] = []
     context_fields = _load_context(flags_dir, problems)
+    segments = _load_segments(flags_dir, context_fields, problems)
     reader = _FlagReader(
         context_fields, set(known_bentos) if known_bentos is not None else None, problems
     )
+    reader.segments = segments
     flags: dict[str, FlagDefinition] = {}
     files = sorted(p for p in flags_dir.glob("*.y*ml") if p.name != CONTEXT_FILE)
     if not files:
@@ -159,7 +174,7 @@ def load_flags(flags_dir: Path, known_bentos: Iterable[str] | None = None) -> Fl
                 flags[flag.name] = flag
     if problems:
         raise FlagDefinitionError(problems)
-    return FlagSet(flags=flags, context_fields=context_fields)
+    return FlagSet(flags=flags, context_fields=context_fields, segments=segments)
 
 
 def _read_yaml(path: Path, problems: list[FlagProblem]) -> Any:
@@ -199,11 +214,35 @@ def _load_context(flags_dir: Path, problems: list[FlagProblem]) -> dict[str, Con
     return fields_
 
 
+def _load_segments(
+    flags_dir: Path, context_fields: dict[str, ContextField], problems: list[FlagProblem]
+) -> dict[str, Segment]:
+    """The `segments:` section of context.yaml: name -> description and constraints."""
+    path = flags_dir / CONTEXT_FILE
+    doc = _read_yaml(path, []) if path.exists() else None
+    raw = doc.get("segments", {}) if isinstance(doc, dict) else {}
+    if not isinstance(raw, dict):
+        problems.append(FlagProblem(str(path), "-", "segments", "must be a mapping"))
+        return {}
+    reader = _FlagReader(context_fields, None, problems)
+    reader.file = str(path)
+    segments = {}
+    for name, spec in raw.items():
+        where = f"segments.{name}"
+        if not isinstance(spec, dict):
+            reader.problem(where, "must be a mapping with 'description' and 'constraints'")
+            continue
+        reader.unknown_keys(spec, {"description", "constraints"}, f"{where}.")
+        constraints = tuple(reader.read_constraints(spec.get("constraints", []), where))
+        segments[str(name)] = Segment(str(name), str(spec.get("description", "")), constraints)
+    return segments
+
+
 class _FlagReader:
     """Turns one YAML document into a FlagDefinition, noting every problem on the way."""
 
-    FLAG_KEYS = {"flag", "description", "default", "variants", "environments"}
-    STRATEGY_KEYS = {"name", "rollout", "stickiness", "constraints", "variants"}
+    FLAG_KEYS = {"flag", "description", "default", "variants", "environments", "shadows"}
+    STRATEGY_KEYS = {"name", "rollout", "stickiness", "constraints", "variants", "segments"}
     CONSTRAINT_KEYS = {"field", "operator", "values", "inverted", "case_insensitive"}
 
     def __init__(
@@ -217,6 +256,7 @@ class _FlagReader:
         self.problems = problems
         self.file = ""
         self.flag = "-"
+        self.segments: dict[str, Segment] = {}
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(FlagProblem(self.file, self.flag, where, message))
@@ -252,7 +292,18 @@ class _FlagReader:
             variants=variants,
             environments=environments,
             description=str(doc.get("description", "")),
+            shadows=self.read_shadows(doc.get("shadows", [])),
         )
+
+    def read_shadows(self, raw: Any) -> tuple[str, ...]:
+        """`shadows: [churn:v3]`: known bento tags, each at most once."""
+        if not isinstance(raw, list):
+            self.problem("shadows", "must be a list of bento tags")
+            return ()
+        tags = [self.bento(tag, f"shadows[{i}]") for i, tag in enumerate(raw)]
+        if len({str(tag) for tag in raw}) < len(raw):
+            self.problem("shadows", "a bento is listed more than once")
+        return tuple(tag for tag in tags if tag)
 
     def unknown_keys(self, mapping: dict[str, Any], allowed: set[str], where: str) -> None:
         for key in sorted(set(mapping) - allowed):
@@ -350,7 +401,21 @@ class _FlagReader:
             self.problem(f"{at}.stickiness", f"unknown stickiness '{stickiness}'")
         constraints = tuple(self.read_constraints(spec.get("constraints", []), at))
         weights = self.read_weights(spec.get("variants", {}), at, variants)
-        return Strategy(name, rollout, str(stickiness), constraints, weights)
+        segments = self.read_segment_names(spec.get("segments", []), at)
+        return Strategy(name, rollout, str(stickiness), constraints, weights, segments)
+
+    def read_segment_names(self, raw: Any, at: str) -> tuple[str, ...]:
+        if not isinstance(raw, list):
+            self.problem(f"{at}.segments", "must be a list of segment names")
+            return ()
+        for name in raw:
+            if name not in self.segments:
+                known = ", ".join(sorted(self.segments)) or "none"
+                self.problem(
+                    f"{at}.segments",
+                    f"unknown segment '{name}' (declared in {CONTEXT_FILE}: {known})",
+                )
+        return tuple(str(name) for name in raw)
 
     def read_constraints(self, raw: Any, at: str) -> Iterable[Constraint]:
         if not isinstance(raw, list):

@@ -17,15 +17,17 @@ so a strategy read from the server can be sent back unchanged; they are typed be
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NotRequired, Required, Self, TypedDict
 from urllib.parse import quote
 
 import requests
 
-from service.errors import UnleashAdminError
+from service.errors import ConfigError, UnleashAdminError
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -263,6 +265,11 @@ class UnleashAdmin:
         """One flag with its environments, strategies and environment variants."""
         return Feature.from_api(self._request("GET", _feature_path(project, name)), project)
 
+    def find_feature(self, project: str, name: str) -> Feature | None:
+        """Like get_feature, but None when the flag does not exist (or is archived)."""
+        raw = self._request("GET", _feature_path(project, name), missing_ok=True)
+        return None if raw is None else Feature.from_api(raw, project)
+
     def create_feature(
         self, project: str, name: str, type: str = "experiment", description: str = ""
     ) -> Feature:
@@ -270,6 +277,11 @@ class UnleashAdmin:
         body = {"name": name, "type": type, "description": description}
         path = f"/api/admin/projects/{_segment(project)}/features"
         return Feature.from_api(self._request("POST", path, json=body), project)
+
+    def set_feature_description(self, project: str, name: str, description: str) -> None:
+        """Replace the flag's description (a JSON patch on the flag)."""
+        patch = [{"op": "replace", "path": "/description", "value": description}]
+        self._request("PATCH", _feature_path(project, name), json=patch)
 
     def delete_feature(self, project: str, name: str) -> None:
         """Archive the flag, then delete it from the archive, so its name can be reused.
@@ -330,6 +342,14 @@ class UnleashAdmin:
         """Remove strategy ``strategy_id`` from the flag in ``environment``."""
         path = f"{_environment_path(project, name, environment)}/strategies/{_segment(strategy_id)}"
         self._request("DELETE", path)
+
+    def set_strategy_order(
+        self, project: str, name: str, environment: str, strategy_ids: Sequence[str]
+    ) -> None:
+        """Evaluate the flag's strategies in ``environment`` in the order of ``strategy_ids``."""
+        path = f"{_environment_path(project, name, environment)}/strategies/set-sort-order"
+        body = [{"id": sid, "sortOrder": order} for order, sid in enumerate(strategy_ids)]
+        self._request("POST", path, json=body)
 
     # -- context fields and segments ---------------------------------------------------------
 
@@ -422,3 +442,34 @@ def _server_answer(response: requests.Response) -> str:
     details = [str(d.get("description") or d.get("message")) for d in body.get("details") or []]
     extra = "; ".join(d for d in details if d not in message)
     return f"{body.get('name', 'Error')}: {message}" + (f" ({extra})" if extra else "")
+
+
+def admin_from_environment(url: str | None = None) -> UnleashAdmin:
+    """An Admin API client for the `rollout flags`/`audit` commands; raises ConfigError.
+
+    The URL is `url`, else UNLEASH_ADMIN_URL, else UNLEASH_URL (a trailing ``/api`` dropped).
+    The admin token comes from UNLEASH_ADMIN_TOKEN or the file UNLEASH_ADMIN_TOKEN_FILE names;
+    only these commands read it: the selector runs with a backend token.
+    """
+    url = url or os.environ.get("UNLEASH_ADMIN_URL") or os.environ.get("UNLEASH_URL")
+    if not url:
+        raise ConfigError("no Unleash server: pass --url or set UNLEASH_ADMIN_URL (or UNLEASH_URL)")
+    return UnleashAdmin(url.rstrip("/").removesuffix("/api"), _admin_token())
+
+
+def _admin_token() -> str:
+    token = os.environ.get("UNLEASH_ADMIN_TOKEN", "").strip()
+    path = os.environ.get("UNLEASH_ADMIN_TOKEN_FILE")
+    if not token and path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read UNLEASH_ADMIN_TOKEN_FILE {path}: {exc.strerror}"
+            ) from exc
+    if not token:
+        raise ConfigError(
+            "no Unleash admin token: set UNLEASH_ADMIN_TOKEN or UNLEASH_ADMIN_TOKEN_FILE "
+            "(an admin API token; never put it in flags/)"
+        )
+    return token

@@ -1,8 +1,12 @@
 """The HTTP request's context, turned into an Unleash context the SDK evaluates.
 
-Top-level fields follow Unleash's context (userId, sessionId, remoteAddress, currentTime);
-everything else, in `properties` or at the top level, becomes a custom property, as in
-Unleash's own frontend API. Values must be scalars; they are sent to the engine as strings.
+Top-level fields follow Unleash's context (userId, sessionId, remoteAddress, currentTime,
+appName, environment); everything else, in `properties` or at the top level, becomes a custom
+property, as in Unleash's own frontend API. Values must be scalars; they are sent to the engine
+as strings. `appName` and `environment` given by the caller override the selector's own for
+constraints on those fields (as in every Unleash SDK); they never change which environment's
+flags the selector loaded. The Unleash client-specification suite checks this mapping
+(tests/integration/test_conformance.py): a field put in the wrong place fails cases there.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 
 from service.errors import BadRequest
 
-STANDARD_FIELDS = ("userId", "sessionId", "remoteAddress", "currentTime")
+STANDARD_FIELDS = ("userId", "sessionId", "remoteAddress", "currentTime", "appName", "environment")
 MAX_VALUE_LENGTH = 1000
 
 

@@ -38,3 +38,31 @@ def test_package_errors_are_one_clear_line_and_exit_1() -> None:
     assert result.exit_code == 1
     assert result.output.startswith(f"error: no selector answers at {url}")
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_flags_validate_refuses_a_bento_that_failed_its_gates(monkeypatch) -> None:
+    import service.gates
+
+    monkeypatch.setattr(
+        service.gates, "failed_gates", lambda tags, settings: {"churn:v2": "latency:p95"}
+    )
+    result = CliRunner().invoke(main, ["flags", "validate"])
+    assert result.exit_code == 1
+    assert "bento churn:v2 failed its quality gate 'latency:p95'" in result.output
+
+
+def test_flags_validate_warns_about_built_but_ungated_bentos_only(monkeypatch) -> None:
+    import service.gates
+
+    monkeypatch.setattr(
+        service.gates,
+        "failed_gates",
+        lambda tags, settings: {
+            "churn:v1": service.gates.NOT_BUILT,
+            "churn:v2": service.gates.NOT_GATED,
+        },
+    )
+    result = CliRunner().invoke(main, ["flags", "validate"])
+    assert result.exit_code == 0
+    assert "churn:v2 is not gated here" in result.output
+    assert "churn:v1" not in result.output.split("ok  churn-model")[0]
