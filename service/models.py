@@ -8,25 +8,33 @@ tags exist without importing BentoML (slow to import, and the selector never nee
 runs BentoML in subprocesses with `BENTOML_HOME` set: the store location is fixed per process
 once BentoML has used it, and the bento's own `service.py` must be imported by a clean
 interpreter, where the module name `service` is not already this package.
+
+Every version trains on a content-addressed snapshot (service.data_snapshots) recorded in its
+labels; every build writes the model card (service.model_cards) and runs the quality gates
+(service.gates), and a version that fails them is removed. The store section reads bentos back
+for the registry (`rollout models list/show`); `retrain` declares and builds a new version on
+newer data (`rollout models train`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -34,11 +42,24 @@ from service.bento_process import bentoml_env, bentoml_executable
 from service.config import Settings
 from service.errors import ConfigError, RolloutError
 
+if TYPE_CHECKING:
+    # pandas comes with these: `rollout flags validate` only needs declared_bentos, not them.
+    from service.data_snapshots import Snapshot
+
 VERSIONS_FILE = "versions.yaml"
+GATES_FILE = "gates.yaml"
+# Family files that describe or check a build without changing what it produces.
+_NOT_RECIPE = {VERSIONS_FILE, GATES_FILE}
 # BentoML tag names and versions: lowercase for names; no ':' or '/' in either.
 _TAG_PART = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 # Packages whose version changes what a build produces.
 _BUILD_PACKAGES = ("bentoml", "scikit-learn", "numpy", "pandas")
+
+
+class UnknownBento(RolloutError):
+    """A tag names no declared version or no bento in the store."""
+
+    code = "unknown_bento"
 
 
 class BuildError(RolloutError):
@@ -63,6 +84,11 @@ class VersionSpec:
     change: str
     serving: dict[str, Any]
     family_dir: Path = field(compare=False)
+    # The training data: a later period can drift (population.drifted_training_data); a pinned
+    # snapshot (sha256) must be what the generator settings produce, or the build stops.
+    drift: float = 0.0
+    period: str = ""
+    snapshot: str | None = None
 
     @property
     def bento_tag(self) -> str:
@@ -87,6 +113,9 @@ class VersionSpec:
                 "rows": self.training_rows,
                 "seed": self.training_seed,
                 "holdout": self.holdout,
+                "drift": self.drift,
+                "period": self.period,
+                "snapshot": self.snapshot or "",  # BentoML metadata refuses None
             },
             "change": self.change,
             "serving": self.serving,
@@ -164,6 +193,9 @@ def _parse_version(path: Path, doc: dict[str, Any], index: int, entry: Any) -> V
         change=_require(path, entry, "change", str, where),
         serving={**defaults.get("serving", {}), **entry.get("serving", {})},
         family_dir=path.parent,
+        drift=float(training.get("drift", 0.0)),
+        period=str(training.get("period", "")),
+        snapshot=training.get("snapshot"),
     )
 
 
@@ -189,38 +221,144 @@ def _check_tag_part(path: Path, name: str, value: str) -> None:
 
 
 def build_all(
-    settings: Settings, progress: Progress = lambda _: None, force: bool = False
+    settings: Settings,
+    progress: Progress = lambda _: None,
+    force: bool = False,
+    *,
+    versions: Iterable[str] = (),
+    snapshot: str | None = None,
+    gate: bool = True,
 ) -> list[BuiltBento]:
-    """Train, save and build every declared version; unchanged ones are skipped.
+    """Train, save, build and gate every declared version (or the tags/versions named).
 
     A version is unchanged when its bento exists and carries the same recipe (spec, training
-    data fingerprint, family code, package versions) and the same model hash as its model.
+    snapshot, family code, package versions) and the same model hash as its model; it is
+    skipped. Gates run once every bento is built (the flag's default first, since the others
+    are compared with it); a bento that fails them is removed and GateFailed is raised.
     """
-    specs = declared_bentos(settings.bentos_dir)
-    return [build_version(spec, settings, progress, force) for spec in specs.values()]
+    specs = select_versions(settings.bentos_dir, versions)
+    for spec in specs:
+        # A broken gates.yaml must stop the build before anything is trained or stored.
+        _gates().load_gates(spec.family_dir)
+    built = [build_version(spec, settings, progress, force, snapshot=snapshot) for spec in specs]
+    if gate:
+        _gates().gate_builds([b.tag for b in built], settings, progress)
+    return built
+
+
+def select_versions(bentos_dir: Path, names: Iterable[str] = ()) -> list[VersionSpec]:
+    """The declared versions named by tag (`churn:v2`) or version (`v2`); all when none named.
+
+    Raises UnknownBento naming the declared tags when a name matches none.
+    """
+    declared = declared_bentos(bentos_dir)
+    wanted = list(names)
+    if not wanted:
+        return list(declared.values())
+    chosen = [s for s in declared.values() if s.bento_tag in wanted or s.version in wanted]
+    unknown = [n for n in wanted if not any(n in (s.bento_tag, s.version) for s in chosen)]
+    if unknown:
+        raise UnknownBento(
+            f"unknown version {', '.join(unknown)}; declared: {', '.join(declared) or 'none'}"
+        )
+    return chosen
 
 
 def build_version(
-    spec: VersionSpec, settings: Settings, progress: Progress = lambda _: None, force: bool = False
+    spec: VersionSpec,
+    settings: Settings,
+    progress: Progress = lambda _: None,
+    force: bool = False,
+    *,
+    snapshot: str | None = None,
 ) -> BuiltBento:
     """Build one version into the store at `settings.bentoml_home` (replacing a stale build).
 
-    Raises BuildError if training or `bentoml build` fails, with the tail of their output.
+    `snapshot` (a stored snapshot's sha256) trains on that data instead of the version's own.
+    Raises BuildError if training or `bentoml build` fails, with the tail of their output;
+    whatever was stored for the version by then is removed.
     """
+    from service import data_snapshots, population
+
     started = time.perf_counter()
-    family = training_module(spec.family_dir)
-    data_fingerprint = family.data_fingerprint(spec)
-    recipe = _recipe(spec, data_fingerprint)
+    data = training_snapshot(spec, settings, snapshot)
+    data_fingerprint = population.fingerprint(data_snapshots.read_snapshot(data))
+    recipe = _recipe(spec, data_fingerprint, data.sha256)
     current = None if force else _current_build(settings.bentoml_home, spec, recipe)
     if current is not None:
         progress(f"{spec.bento_tag}: up to date (model hash {current['model_hash'][:12]})")
+        _model_cards().write_card(spec.bento_tag, settings)
         return _built(spec, current, recipe, skipped=True, started=started)
-    progress(f"{spec.bento_tag}: training {spec.kind} on {spec.training_rows} rows")
-    trained = _train(spec, settings, recipe)
-    progress(f"{spec.bento_tag}: building bento (model hash {trained['model_hash'][:12]})")
-    _bento_build(spec, settings, trained, recipe)
+    progress(f"{spec.bento_tag}: training {spec.kind} on snapshot {data.sha256[:12]}")
+    try:
+        trained = _train(spec, settings, recipe, data)
+        progress(f"{spec.bento_tag}: building bento (model hash {trained['model_hash'][:12]})")
+        _bento_build(spec, settings, trained, recipe, data.sha256)
+        _model_cards().write_card(spec.bento_tag, settings)
+    except BaseException:
+        discard(spec, settings)
+        raise
     progress(f"{spec.bento_tag}: built in {time.perf_counter() - started:.1f}s")
     return _built(spec, trained, recipe, skipped=False, started=started)
+
+
+def training_snapshot(
+    spec: VersionSpec, settings: Settings, snapshot: str | None = None
+) -> Snapshot:
+    """The snapshot `spec` trains on: the one named, else its generated data, stored by hash.
+
+    A version that pins `training.snapshot` gets it from the store, or regenerates it (the
+    generator is seeded) and stops with BuildError when the bytes do not hash to the pin.
+    """
+    from service import data_snapshots
+
+    if snapshot:
+        return data_snapshots.find_snapshot(snapshot, settings.data_dir)
+    if spec.snapshot:
+        with contextlib.suppress(data_snapshots.SnapshotError):
+            return data_snapshots.find_snapshot(spec.snapshot, settings.data_dir)
+    frame = training_module(spec.family_dir).training_frame(spec)
+    source = {
+        "generator": "population.drifted_training_data",
+        "rows": spec.training_rows,
+        "seed": spec.training_seed,
+        "drift": spec.drift,
+    }
+    made = data_snapshots.write_snapshot(frame, settings.data_dir, spec.period, source)
+    if spec.snapshot and not made.sha256.startswith(spec.snapshot):
+        raise BuildError(
+            f"{spec.bento_tag}: pinned snapshot {spec.snapshot[:12]} is not in "
+            f"{data_snapshots.snapshots_dir(settings.data_dir)} and the generator settings "
+            f"produce {made.sha256[:12]} instead"
+        )
+    return made
+
+
+def discard(spec: VersionSpec, settings: Settings) -> None:
+    """Remove the version's bento and model from the store: no half-built version stays.
+
+    The store folders are removed directly (BentoML keeps no other index); a `latest`
+    pointer naming the removed version is dropped so `bentoml list` stays consistent.
+    """
+    home = settings.bentoml_home
+    for folder in (home / "bentos" / spec.family, home / "models" / spec.model_name):
+        shutil.rmtree(folder / spec.version, ignore_errors=True)
+        latest = folder / "latest"
+        if latest.is_file() and latest.read_text(encoding="utf-8").strip() == spec.version:
+            latest.unlink()
+
+
+def _gates() -> ModuleType:
+    # Imported late: gates and model cards import this module for VersionSpec and the store.
+    import service.gates
+
+    return service.gates
+
+
+def _model_cards() -> ModuleType:
+    import service.model_cards
+
+    return service.model_cards
 
 
 def _built(
@@ -253,16 +391,21 @@ def training_module(family_dir: Path) -> ModuleType:
     return module
 
 
-def _recipe(spec: VersionSpec, data_fingerprint: str) -> str:
-    """What determines the build's output: same recipe, same bento (training is seeded)."""
+def _recipe(spec: VersionSpec, data_fingerprint: str, snapshot: str) -> str:
+    """What determines the build's output: same recipe, same bento (training is seeded).
+
+    Gates are not part of it: changing a threshold re-gates a bento, it does not rebuild it.
+    """
     code = {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(spec.family_dir.iterdir())
-        if p.is_file() and p.suffix in {".py", ".yaml", ".yml"} and p.name != VERSIONS_FILE
+        if p.is_file() and p.suffix in {".py", ".yaml", ".yml"} and p.name not in _NOT_RECIPE
     }
     packages = {name: importlib.metadata.version(name) for name in _BUILD_PACKAGES}
+    described = spec.to_dict()
+    described["training"]["snapshot"] = snapshot
     return _sha256_json(
-        {"spec": spec.to_dict(), "data": data_fingerprint, "code": code, "packages": packages}
+        {"spec": described, "data": data_fingerprint, "code": code, "packages": packages}
     )
 
 
@@ -295,7 +438,7 @@ def _read_store_yaml(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _train(spec: VersionSpec, settings: Settings, recipe: str) -> dict[str, Any]:
+def _train(spec: VersionSpec, settings: Settings, recipe: str, data: Snapshot) -> dict[str, Any]:
     """Run the family's `train.py` for one version; returns its JSON summary."""
     with tempfile.TemporaryDirectory(prefix="rollout-train-") as tmp:
         result = Path(tmp) / "result.json"
@@ -305,8 +448,13 @@ def _train(spec: VersionSpec, settings: Settings, recipe: str) -> dict[str, Any]
             spec.version,
             "--label",
             f"recipe={recipe}",
+            "--label",
+            f"snapshot={data.sha256}",
+            "--snapshot",
+            str(data.path),
             "--result-file",
             str(result),
+            *[arg for tag in _baselines(spec, settings) for arg in ("--baseline", tag)],
         ]
         env = bentoml_env(settings.bentoml_home)
         # train.py imports this package: make it this checkout's, whatever is installed.
@@ -317,8 +465,26 @@ def _train(spec: VersionSpec, settings: Settings, recipe: str) -> dict[str, Any]
     return summary
 
 
+def _baselines(spec: VersionSpec, settings: Settings) -> list[str]:
+    """The built defaults of the flags serving this family, other than the version itself.
+
+    Training evaluates them on the new version's holdout, so the gate "no worse than the
+    default" compares two models on the same rows, even when the new data has drifted.
+    """
+    defaults = set(_gates().flag_defaults(spec.family, settings).values()) - {spec.bento_tag}
+    return sorted(t for t in defaults if _is_built(t, settings))
+
+
+def _is_built(tag: str, settings: Settings) -> bool:
+    try:
+        stored_bento(tag, settings)
+    except UnknownBento:
+        return False
+    return True
+
+
 def _bento_build(
-    spec: VersionSpec, settings: Settings, trained: Mapping[str, Any], recipe: str
+    spec: VersionSpec, settings: Settings, trained: Mapping[str, Any], recipe: str, snapshot: str
 ) -> None:
     """`bentoml build` the family folder as `family:version`, packaging `model_name:version`.
 
@@ -331,6 +497,7 @@ def _bento_build(
         "recipe": recipe,
         "data_fingerprint": trained["data_fingerprint"],
         "model_hash": trained["model_hash"],
+        "snapshot": snapshot,
     }
     command = [
         str(bentoml_executable()),
@@ -367,3 +534,218 @@ def _tail(text: str, lines: int = 30) -> str:
 def _sha256_json(value: Any) -> str:
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- the store (the registry)
+
+# Beside BentoML's own files in each bento's folder: the model card and the gate report.
+# They live in the bento's folder so they travel with it (`bentoml export` archives the
+# folder) and go when it goes (`bentoml delete`, `discard`): a report cannot outlive its bento.
+ROLLOUT_DIR = "rollout"
+
+
+@dataclass(frozen=True)
+class StoredBento:
+    """A bento in the store with its model's provenance, read from the store's YAML files."""
+
+    tag: str
+    family: str
+    version: str
+    created: str
+    labels: dict[str, str]
+    model_tag: str
+    model_metadata: dict[str, Any]
+    path: Path
+    model_path: Path | None
+    schema: dict[str, Any]
+
+    @property
+    def rollout_dir(self) -> Path:
+        """Where this bento's model card and gate report are kept."""
+        return self.path / ROLLOUT_DIR
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the bento and the model it packages (what `bentoml serve` loads)."""
+        folders = [self.path] + ([self.model_path] if self.model_path else [])
+        return sum(
+            f.stat().st_size
+            for folder in folders
+            for f in folder.rglob("*")
+            if f.is_file() and ROLLOUT_DIR not in f.relative_to(folder).parts
+        )
+
+
+def stored_bento(tag: str, settings: Settings) -> StoredBento:
+    """The bento `tag` (`family:version`) in the store; UnknownBento if it is not there."""
+    name, _, version = tag.partition(":")
+    home = settings.bentoml_home
+    bento = _read_store_yaml(home / "bentos" / name / version / "bento.yaml") if version else None
+    if not bento:
+        known = ", ".join(b.tag for b in stored_bentos(settings)) or "none"
+        raise UnknownBento(f"no bento {tag} in {home / 'bentos'}; built: {known}")
+    models = [m for s in bento.get("services") or [] for m in s.get("models") or []]
+    model_tag = str(models[0]["tag"]) if models else ""
+    model_name, _, model_version = model_tag.partition(":")
+    model_path = home / "models" / model_name / model_version if model_tag else None
+    model = _read_store_yaml(model_path / "model.yaml") if model_path else None
+    return StoredBento(
+        tag=tag,
+        family=name,
+        version=version,
+        created=str(bento.get("creation_time", "")),
+        labels={str(k): str(v) for k, v in (bento.get("labels") or {}).items()},
+        model_tag=model_tag,
+        model_metadata=dict((model or {}).get("metadata") or {}),
+        path=home / "bentos" / name / version,
+        model_path=model_path if model else None,
+        schema=dict(bento.get("schema") or {}),
+    )
+
+
+def stored_bentos(settings: Settings) -> list[StoredBento]:
+    """Every bento in the store, by family, in creation order."""
+    root = settings.bentoml_home / "bentos"
+    found = sorted(root.glob("*/*/bento.yaml")) if root.is_dir() else []
+    bentos = [stored_bento(f"{p.parent.parent.name}:{p.parent.name}", settings) for p in found]
+    return sorted(bentos, key=lambda b: (b.family, b.created))
+
+
+def serving_flags(tag: str, flags_dir: Path) -> list[str]:
+    """Where `tag` serves now, per flags/: `flag/environment (default, canary)` entries.
+
+    The default serves in every environment (flag off or no match); a variant serves where an
+    enabled environment's strategy gives it weight.
+    """
+    from service.flag_definitions import load_flags
+
+    found = []
+    for flag in load_flags(flags_dir).flags.values():
+        for env in flag.environments.values():
+            roles = ["default"] if flag.default_bento == tag else []
+            weighted = {
+                v for s in env.strategies if env.enabled for v, w in s.variants.items() if w
+            }
+            roles += sorted(v for v in weighted if flag.variants.get(v) == tag)
+            if roles:
+                found.append(f"{flag.name}/{env.name} ({', '.join(roles)})")
+    return found
+
+
+# ---------------------------------------------------------------- retraining
+
+
+@dataclass(frozen=True)
+class Retraining:
+    """`rollout models train`: a new version of `family` on a newer (possibly drifted) snapshot."""
+
+    family: str
+    version: str
+    drift: float = 0.2
+    seed: int | None = None
+    period: str = ""
+    base: str | None = None
+    change: str | None = None
+
+
+@dataclass(frozen=True)
+class Retrained:
+    built: BuiltBento
+    base: str
+    snapshot: str
+    gates: list[str]
+
+    def summary(self) -> str:
+        """What the engineer reads before starting a canary."""
+        lines = [
+            f"{self.built.tag}: trained on snapshot {self.snapshot[:12]} (recipe of {self.base}),"
+            f" model {self.built.model_hash[:12]}, gates passed; ready for a canary",
+            *self.gates,
+        ]
+        return "\n".join(lines)
+
+
+def retrain(plan: Retraining, settings: Settings, progress: Progress = lambda _: None) -> Retrained:
+    """Declare, train, package and gate a new version; undo everything if any step fails.
+
+    The new entry copies the base version's model recipe, draws newer users (`seed`, `drift`)
+    and pins the resulting snapshot, so `rollout models build --version` reproduces it later.
+    """
+    from service import gates
+
+    versions_path = settings.bentos_dir / plan.family / VERSIONS_FILE
+    if not versions_path.is_file():
+        raise UnknownBento(f"no model family '{plan.family}' ({versions_path} not found)")
+    base = _base_spec(load_versions(versions_path), plan)
+    spec = _retrained_spec(base, plan)
+    data = training_snapshot(spec, settings)
+    original = versions_path.read_text(encoding="utf-8")
+    try:
+        _append_version(versions_path, original, spec, data.sha256)
+        built = build_all(settings, progress, versions=[spec.version])[0]
+    except BaseException:
+        versions_path.write_text(original, encoding="utf-8")
+        discard(spec, settings)
+        raise
+    report = gates.read_report(stored_bento(spec.bento_tag, settings))
+    lines = [
+        f"  {r.name}: {r.detail}"
+        for r in (report.results if report else [])
+        if r.name.startswith(("vs-default", "schema"))
+    ]
+    return Retrained(built, base.bento_tag, data.sha256, lines)
+
+
+def _base_spec(specs: list[VersionSpec], plan: Retraining) -> VersionSpec:
+    if any(s.version == plan.version for s in specs):
+        raise BuildError(
+            f"{plan.family}:{plan.version} is already declared; "
+            f"`rollout models build --version {plan.version}` rebuilds it"
+        )
+    if plan.base is None:
+        return specs[-1]
+    for spec in specs:
+        if plan.base in (spec.version, spec.bento_tag):
+            return spec
+    raise UnknownBento(f"unknown base version '{plan.base}' in family {plan.family}")
+
+
+def _retrained_spec(base: VersionSpec, plan: Retraining) -> VersionSpec:
+    from dataclasses import replace
+
+    _check_tag_part(base.family_dir / VERSIONS_FILE, "version", plan.version)
+    seed = plan.seed if plan.seed is not None else base.training_seed + 1
+    change = plan.change or (
+        f"{base.version}'s recipe retrained on newer users (seed {seed}, drift {plan.drift:g}"
+        + (f", period {plan.period}" if plan.period else "")
+        + ")."
+    )
+    return replace(
+        base,
+        version=plan.version,
+        training_seed=seed,
+        drift=plan.drift,
+        period=plan.period,
+        change=change,
+        snapshot=None,
+    )
+
+
+def _append_version(path: Path, original: str, spec: VersionSpec, snapshot: str) -> None:
+    """Append the entry as text (comments and layout of the file stay), then re-read it."""
+    training = {"seed": spec.training_seed, "drift": spec.drift, "snapshot": snapshot}
+    if spec.period:
+        training["period"] = spec.period
+    entry = {
+        "version": spec.version,
+        "change": spec.change,
+        "model": {"kind": spec.kind, "params": spec.params},
+        "features": list(spec.features),
+        "training": training,
+    }
+    block = yaml.safe_dump([entry], sort_keys=False, default_flow_style=None, width=96)
+    indented = "".join(f"  {line}" if line.strip() else line for line in block.splitlines(True))
+    text = original.rstrip("\n") + "\n\n" + indented
+    path.write_text(text, encoding="utf-8")
+    declared = [s.version for s in load_versions(path)]
+    if declared[-1:] != [spec.version]:
+        raise BuildError(f"{path}: `versions:` must be the file's last key to append a version")

@@ -214,3 +214,29 @@ def fingerprint(df: pd.DataFrame) -> str:
     # CSV with fixed float formatting is stable across pandas versions, unlike pickle.
     digest.update(canonical.to_csv(index=False, float_format="%.10g").encode())
     return digest.hexdigest()
+
+
+def drifted_training_data(n: int, seed: int, drift: float) -> pd.DataFrame:
+    """Like `training_data(n, seed)`, but from a later period whose users have drifted.
+
+    `drift` in [0, 1]: users log in less often and run fewer sessions, and the APAC share grows
+    (a market push). The ground truth is unchanged, so labels follow `churn_probabilities`:
+    this is covariate shift, what a model retrained on newer data should absorb.
+    `drift=0` returns exactly `training_data(n, seed)`.
+    """
+    if not 0.0 <= drift <= 1.0:
+        raise ValueError(f"drift must be between 0 and 1, got {drift}")
+    if drift == 0.0:
+        return training_data(n, seed)
+    frame = population_frame(n, seed)[list(FEATURES)]
+    rng = np.random.default_rng([seed, n, 2])
+    moved = rng.random(n) < drift * 0.3
+    frame = frame.assign(
+        days_since_last_login=np.minimum(
+            np.round(frame["days_since_last_login"] * (1 + drift)), 180
+        ).astype(int),
+        sessions_per_week=np.round(frame["sessions_per_week"] * (1 - drift / 2), 1),
+        region=np.where(moved, "apac", frame["region"]),
+    )
+    labels = rng.random(n) < churn_probabilities(frame)
+    return frame.assign(**{LABEL: labels.astype(int)})

@@ -66,8 +66,11 @@ class TrainedVersion:
 
 
 def training_frame(spec: VersionSpec) -> pd.DataFrame:
-    """The version's training data: historical users with the drawn `churned` label."""
-    return population.training_data(spec.training_rows, spec.training_seed)
+    """The version's training data: historical users with the drawn `churned` label.
+
+    A version from a later period trains on drifted users (`training.drift` in versions.yaml).
+    """
+    return population.drifted_training_data(spec.training_rows, spec.training_seed, spec.drift)
 
 
 def data_fingerprint(spec: VersionSpec) -> str:
@@ -141,17 +144,40 @@ def build_pipeline(spec: VersionSpec) -> Any:
     return MODEL_KINDS[spec.kind](dict(spec.params), numeric, categorical, spec.training_seed)
 
 
-def train(spec: VersionSpec) -> TrainedVersion:
-    """Train `spec` on its training data and evaluate it on the held-out split."""
+def split(spec: VersionSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The version's training rows and its holdout (seeded, stratified on the label)."""
     from sklearn.model_selection import train_test_split
 
-    frame = training_frame(spec)
     fit_rows, holdout = train_test_split(
         frame,
         test_size=spec.holdout,
         random_state=spec.training_seed,
         stratify=frame[population.LABEL],
     )
+    return fit_rows, holdout
+
+
+def baseline_metrics(spec: VersionSpec, frame: pd.DataFrame, bento_tag: str) -> dict[str, Any]:
+    """Another version of the family (a flag's default) evaluated on this version's holdout.
+
+    Metrics recorded by each version on its own holdout do not compare once the data has
+    drifted; this does: the same rows, scored by both models.
+    """
+    import bentoml
+
+    model_tag = f"{spec.model_name}:{bento_tag.partition(':')[2]}"
+    stored = bentoml.models.get(model_tag)
+    pipeline = bentoml.sklearn.load_model(stored)
+    threshold = float(stored.info.metadata["serving"]["offer_threshold"])
+    metrics = evaluate(pipeline, split(spec, frame)[1], threshold)
+    model_hash = stored.info.labels.get("model_hash", "")
+    return {"bento": bento_tag, "model": model_tag, "model_hash": model_hash, "metrics": metrics}
+
+
+def train(spec: VersionSpec, frame: pd.DataFrame | None = None) -> TrainedVersion:
+    """Train `spec` on `frame` (default: its generated training data); evaluate on a holdout."""
+    frame = training_frame(spec) if frame is None else frame
+    fit_rows, holdout = split(spec, frame)
     pipeline = build_pipeline(spec)
     pipeline.fit(fit_rows[list(population.FEATURES)], fit_rows[population.LABEL])
     threshold = float(spec.serving.get("offer_threshold", population.OFFER_THRESHOLD))
@@ -218,7 +244,11 @@ def model_hash(pipeline: Any) -> str:
     return scores_hash(pipeline.predict_proba(probe_frame())[:, 1])
 
 
-def save(trained: TrainedVersion, labels: dict[str, str] | None = None) -> str:
+def save(
+    trained: TrainedVersion,
+    labels: dict[str, str] | None = None,
+    baselines: list[dict[str, Any]] | None = None,
+) -> str:
     """Save the model as `<model_name>:<version>`, replacing it and any bento built on it."""
     import bentoml
     from bentoml.exceptions import NotFound
@@ -232,7 +262,7 @@ def save(trained: TrainedVersion, labels: dict[str, str] | None = None) -> str:
         trained.pipeline,
         signatures={"predict_proba": {"batchable": False}},
         labels={**_labels(trained), **(labels or {})},
-        metadata=_metadata(trained),
+        metadata={**_metadata(trained), "baselines": baselines or []},
     )
     return str(model.tag)
 
@@ -278,9 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("version", help="a version declared in versions.yaml, e.g. v1")
     parser.add_argument("--label", action="append", default=[], help="extra model label k=v")
     parser.add_argument("--result-file", type=Path, help="write the JSON summary here")
+    parser.add_argument("--snapshot", type=Path, help="train on this snapshot CSV (data_snapshots)")
+    parser.add_argument(
+        "--baseline", action="append", default=[], help="also evaluate this bento (a flag default)"
+    )
     args = parser.parse_args(argv)
-    trained = train(spec_for(args.version))
-    tag = save(trained, dict(item.split("=", 1) for item in args.label))
+    spec = spec_for(args.version)
+    frame = training_frame(spec) if args.snapshot is None else pd.read_csv(args.snapshot)
+    trained = train(spec, frame)
+    baselines = [baseline_metrics(spec, frame, tag) for tag in args.baseline]
+    tag = save(trained, dict(item.split("=", 1) for item in args.label), baselines)
     summary = json.dumps({**trained.summary(), "tag": tag}, indent=2)
     if args.result_file:
         args.result_file.write_text(summary, encoding="utf-8")

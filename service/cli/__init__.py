@@ -5,7 +5,7 @@ One module per command group; each registers its commands on `main`. Heavy modul
 `rollout --help` and `rollout flags validate` start quickly.
 """
 
-from service.cli import flags, models, reports, serving
+from service.cli import audit, flags, models, reports, rollback, serving
 from service.cli.base import main
 
-__all__ = ["flags", "main", "models", "reports", "serving"]
+__all__ = ["audit", "flags", "main", "models", "reports", "rollback", "serving"]

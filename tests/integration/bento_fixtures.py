@@ -12,11 +12,14 @@ Registered as a plugin from tests/conftest.py:  pytest_plugins = ["integration.b
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from service.bento_process import BentoProcess
 from service.config import Settings
@@ -68,3 +71,113 @@ def bento_servers(built_bentos: BuiltBentos) -> Iterator[dict[str, BentoProcess]
 def bento_urls(bento_servers: dict[str, BentoProcess]) -> str:
     """The served bentos in the `ROLLOUT_BENTO_URLS` format: `churn:v1=http://...,churn:v2=...`."""
     return ",".join(f"{tag}={server.url}" for tag, server in bento_servers.items())
+
+
+# ---------------------------------------------------------------- a store written by hand
+
+# The schema BentoML records for the churn service (bento.yaml `schema`), cut to what the
+# schema gate compares: a list of records in, a list of predictions out.
+CHURN_SCHEMA: dict[str, Any] = {
+    "name": "churn",
+    "type": "service",
+    "routes": [
+        {
+            "name": "predict",
+            "route": "/predict",
+            "input": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "inputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["tenure_months", "region"],
+                            "properties": {
+                                "tenure_months": {"type": "integer", "minimum": 0},
+                                "region": {"type": "string", "enum": ["eu", "us", "apac"]},
+                            },
+                        },
+                    }
+                },
+            },
+            "output": {
+                "type": "object",
+                "properties": {
+                    "predictions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "churn_probability": {"type": "number"},
+                                "offer": {"type": "boolean"},
+                            },
+                        },
+                    },
+                    "bento": {"type": "string"},
+                },
+            },
+        }
+    ],
+}
+
+
+def churn_metrics(auc: float, brier: float = 0.15) -> dict[str, Any]:
+    """Offline metrics in the shape train.py records, the same in every slice."""
+    values = {"auc": auc, "brier": brier, "accuracy": 0.8, "log_loss": 0.45, "rows": 100}
+    return {
+        "overall": values,
+        "by_segment": {s: values for s in ("consumer", "smb", "enterprise")},
+        "by_region": {r: values for r in ("eu", "us", "apac")},
+    }
+
+
+@pytest.fixture
+def store_files(settings: Settings) -> Callable[..., Path]:
+    """Write a bento and its model into `settings`' store as BentoML lays them out.
+
+    For unit tests of the code that reads the store (registry, cards, gates, rollback): the
+    same files BentoML writes, with only the fields that code reads; no BentoML involved.
+    """
+
+    def write(
+        tag: str,
+        metrics: dict[str, Any] | None = None,
+        schema: dict[str, Any] | None = None,
+        created: str = "2026-11-25T10:00:00+00:00",
+        **metadata: Any,
+    ) -> Path:
+        family, version = tag.split(":")
+        home = settings.bentoml_home
+        labels = {
+            "family": family,
+            "version": version,
+            "model_hash": f"hash-{version}",
+            "snapshot": f"snap-{version}",
+            "data_fingerprint": f"fp-{version}",
+        }
+        model_dir = home / "models" / f"{family}-model" / version
+        model_dir.mkdir(parents=True)
+        model_meta = {
+            "metrics": metrics or churn_metrics(0.7),
+            "change": f"{version} change",
+            "kind": "logistic_regression",
+            "params": {"C": 1.0},
+            **metadata,
+        }
+        (model_dir / "model.yaml").write_text(
+            yaml.safe_dump({"labels": labels, "metadata": model_meta})
+        )
+        bento_dir = home / "bentos" / family / version
+        bento_dir.mkdir(parents=True)
+        bento = {
+            "creation_time": created,
+            "labels": labels,
+            "services": [{"models": [{"tag": f"{family}-model:{version}"}]}],
+            "schema": schema or CHURN_SCHEMA,
+        }
+        (bento_dir / "bento.yaml").write_text(yaml.safe_dump(bento))
+        return bento_dir
+
+    return write

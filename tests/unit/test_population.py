@@ -245,3 +245,28 @@ def test_training_twice_gives_the_same_model(trained: dict[str, Any]) -> None:
     again = models.training_module(spec.family_dir).train(spec)
     assert again.model_hash == trained["churn:v2"].model_hash
     assert again.data_fingerprint == trained["churn:v2"].data_fingerprint
+
+
+# ---------------------------------------------------------------- drifted training data
+
+
+def test_no_drift_is_exactly_the_training_data() -> None:
+    pd.testing.assert_frame_equal(
+        population.drifted_training_data(3_000, 11, 0.0), population.training_data(3_000, 11)
+    )
+
+
+def test_drifted_users_log_in_less_and_churn_more() -> None:
+    base = population.training_data(5_000, 12)
+    drifted = population.drifted_training_data(5_000, 12, 0.5)
+    assert list(drifted.columns) == list(base.columns)
+    assert drifted["days_since_last_login"].mean() > 1.3 * base["days_since_last_login"].mean()
+    assert (drifted["region"] == "apac").mean() > (base["region"] == "apac").mean() + 0.05
+    assert drifted[population.LABEL].mean() > base[population.LABEL].mean()
+    pd.testing.assert_frame_equal(drifted, population.drifted_training_data(5_000, 12, 0.5))
+
+
+@pytest.mark.parametrize("drift", [-0.1, 1.5])
+def test_drift_out_of_range_is_refused(drift: float) -> None:
+    with pytest.raises(ValueError, match="drift must be between 0 and 1"):
+        population.drifted_training_data(100, 1, drift)
