@@ -38,6 +38,13 @@ class Settings:
     forward_timeout: float = 2.0
     max_body_bytes: int = 1 << 20
     event_batch_size: int = 500
+    # Circuit breaker per bento: this many failures in a row open it; a probe after the pause.
+    circuit_failures: int = 5
+    circuit_reset_seconds: float = 5.0
+    # Shadow copies: a bounded queue (full -> dropped and counted), sent by a few threads.
+    shadow_queue_size: int = 1000
+    shadow_threads: int = 2
+    shadow_timeout: float = 2.0
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None) -> Settings:

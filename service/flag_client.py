@@ -27,7 +27,7 @@ from UnleashClient.constants import FEATURES_URL
 from service.config import Settings
 from service.errors import ConfigError
 from service.flag_definitions import FlagSet
-from service.unleash_features import DEFAULT_VARIANT, client_features
+from service.unleash_features import DEFAULT_VARIANT, SHADOW_PREFIX, client_features
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class FlagState:
 
     enabled: bool
     default_bento: str | None
+    shadows: tuple[str, ...] = ()  # bento tags mirrored every request, in variant-name order
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,20 @@ def _index(raw: str) -> dict[str, FlagState]:
     except (ValueError, AttributeError):
         log.error("unreadable feature state; keeping no flag index")
         return {}
-    return {f["name"]: FlagState(bool(f.get("enabled")), _default_bento(f)) for f in features}
+    return {
+        f["name"]: FlagState(bool(f.get("enabled")), _default_bento(f), _shadow_bentos(f))
+        for f in features
+    }
+
+
+def _shadow_bentos(feature: dict[str, Any]) -> tuple[str, ...]:
+    variants = sorted(feature.get("variants") or [], key=lambda v: str(v.get("name")))
+    tags = (
+        (v.get("payload") or {}).get("value")
+        for v in variants
+        if str(v.get("name", "")).startswith(SHADOW_PREFIX)
+    )
+    return tuple(dict.fromkeys(t for t in tags if isinstance(t, str) and t))
 
 
 def _default_bento(feature: dict[str, Any]) -> str | None:

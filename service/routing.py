@@ -8,6 +8,7 @@ from typing import Any
 from service.catalog import BentoCatalog
 from service.errors import BentoUnavailable, UnknownFlag
 from service.flag_client import FlagClient
+from service.unleash_features import SHADOW_PREFIX
 
 # Why a bento was chosen; stable strings, logged with every exposure.
 STRATEGY_VARIANT = "strategy_variant"
@@ -66,7 +67,9 @@ def decide(
 
     if not variant.flag_enabled:
         return default(FLAG_DISABLED if not state.enabled else NO_MATCHING_STRATEGY)
-    if variant.name == DEFAULT_VARIANT:
+    # Flag-level variants (`default`, `shadow-N`) only hold bento tags; none of them serves
+    # on its own, so a flag whose strategy has no variants serves the default.
+    if variant.name == DEFAULT_VARIANT or variant.name.startswith(SHADOW_PREFIX):
         return default(STRATEGY_VARIANT)
     if not variant.bento:
         return default(NO_VARIANT, f"variant '{variant.name}' carries no bento tag")

@@ -12,13 +12,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from service.catalog import BentoCatalog
+from service.circuit_breaker import CircuitBreakers
 from service.config import Settings
 from service.errors import BentoUnavailable, RolloutError
 from service.events import EventWriter, Exposure, Outcome, create_engine
 from service.flag_client import FlagClient
 from service.flag_definitions import load_flags
 from service.forwarding import BentoCallFailed, BentoForwarder, BentoReply
+from service.input_schema import family_of, load_contracts
+from service.metrics import CIRCUIT_VALUES, SelectorMetrics
 from service.routing import FALLBACK, RoutingDecision, decide
+from service.shadow import ShadowCopy, ShadowMirror, score
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ class Prediction:
 
 
 class Selector:
-    """Holds the long-lived clients of one process: flags, bento pool, event writer."""
+    """Holds the long-lived clients of one process: flags, bento pool, event writer, shadows."""
 
     def __init__(
         self,
@@ -48,6 +52,17 @@ class Selector:
         self.catalog = catalog
         self.forwarder = forwarder
         self.events = events
+        self.metrics = SelectorMetrics.create()
+        self.breakers = CircuitBreakers(settings.circuit_failures, settings.circuit_reset_seconds)
+        self.contracts = load_contracts(settings.bentos_dir)
+        self.shadows = ShadowMirror(
+            catalog,
+            events,
+            self.metrics,
+            timeout=settings.shadow_timeout,
+            queue_size=settings.shadow_queue_size,
+            threads=settings.shadow_threads,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Selector:
@@ -77,54 +92,100 @@ class Selector:
         started = time.perf_counter()
         decision = self.resolve(flag, context)
         try:
+            self._check_inputs(decision.bento, inputs)
             reply, served = self._serve(decision, inputs, request_id)
         except RolloutError as exc:
             self._record(
                 request_id, decision, context, inputs, started, exc.status, error=exc.message
             )
+            self._observe(decision, exc.status, started, exc.code)
             raise
         fallback = served.reason == FALLBACK
-        self._record(
+        live = self._record(
             request_id, served, context, inputs, started, 200, reply=reply, fallback=fallback
         )
+        self._observe(served, 200, started)
+        if fallback:
+            self.metrics.fallbacks.labels(flag, served.variant, decision.bento, served.bento).inc()
+        self._mirror(live, reply)
         return Prediction(request_id, served, reply.body, _ms_since(started), fallback)
+
+    def _check_inputs(self, bento: str, inputs: Any) -> None:
+        """The family's input contract, before any bento sees the inputs (422 naming the field)."""
+        contract = self.contracts.get(family_of(bento))
+        if contract is not None:
+            contract.check(inputs)
 
     def _serve(
         self, decision: RoutingDecision, inputs: Any, request_id: str
     ) -> tuple[BentoReply, RoutingDecision]:
         """The chosen bento, or on its failure the flag's default bento, in the same call."""
+        if decision.bento == decision.default_bento:
+            return self._call_default(decision, inputs, request_id, None), decision
+        if not self.breakers.allow(decision.bento):
+            # An open circuit: serve the default at once instead of waiting for a timeout.
+            # Not logged per request (the failures that opened it were); /metrics counts these.
+            problem = "its circuit breaker is open after repeated failures"
+        else:
+            try:
+                return self._call(decision.bento, inputs, request_id), decision
+            except BentoCallFailed as exc:
+                problem = str(exc)
+                log.warning(
+                    "bento %s failed, serving %s instead: %s",
+                    decision.bento,
+                    decision.default_bento,
+                    problem,
+                )
+        fallback = replace(
+            decision,
+            bento=decision.default_bento,
+            reason=FALLBACK,
+            detail=f"{decision.bento} failed: {problem}",
+        )
+        return self._call_default(fallback, inputs, request_id, fallback.detail), fallback
+
+    def _call_default(
+        self, decision: RoutingDecision, inputs: Any, request_id: str, why: str | None
+    ) -> BentoReply:
+        """The last resort: called even when its breaker is open, since nothing else is left."""
         try:
-            return self._call(decision.bento, inputs, request_id), decision
+            return self._call(decision.bento, inputs, request_id)
         except BentoCallFailed as exc:
-            if decision.bento == decision.default_bento:
-                raise BentoUnavailable(
-                    f"the default bento '{decision.bento}' of flag "
-                    f"'{decision.flag}' is unavailable: {exc}"
-                ) from exc
-            log.warning(
-                "bento %s failed, serving %s instead: %s",
-                decision.bento,
-                decision.default_bento,
-                exc,
-            )
-            fallback = replace(
-                decision,
-                bento=decision.default_bento,
-                reason=FALLBACK,
-                detail=f"{decision.bento} failed: {exc}",
-            )
-        try:
-            return self._call(fallback.bento, inputs, request_id), fallback
-        except BentoCallFailed as exc:
+            prefix = f"{why}; " if why else ""
             raise BentoUnavailable(
-                f"{fallback.detail}; the default bento '{fallback.bento}' failed too: {exc}"
+                f"{prefix}the default bento '{decision.bento}' of flag "
+                f"'{decision.flag}' is unavailable: {exc}"
             ) from exc
 
     def _call(self, tag: str, inputs: Any, request_id: str) -> BentoReply:
         url = self.catalog.url(tag)
         if url is None:
             raise BentoCallFailed(f"bento '{tag}' has no endpoint in the catalog")
-        return self.forwarder.predict(url, inputs, request_id)
+        try:
+            reply = self.forwarder.predict(url, inputs, request_id)
+        except BentoCallFailed:
+            self.breakers.failure(tag)
+            raise
+        # A 4xx (InputRejected) passes through untouched: the bento answered, so it is healthy.
+        self.breakers.success(tag)
+        self.metrics.bento_latency.labels(tag).observe(reply.latency_ms / 1000)
+        return reply
+
+    def _mirror(self, live: Exposure, reply: BentoReply) -> None:
+        state = self.flags.flag(live.flag)
+        for bento in state.shadows if state else ():
+            self.shadows.mirror(ShadowCopy(bento, live, reply.body))
+
+    def _observe(
+        self, decision: RoutingDecision, status: int, started: float, code: str | None = None
+    ) -> None:
+        labels = (decision.flag, decision.variant, decision.bento)
+        self.metrics.requests.labels(*labels, str(status)).inc()
+        self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+        if code is not None:
+            self.metrics.errors.labels(decision.flag, code).inc()
+        self.metrics.event_queue_depth.set(self.events.depth)
 
     def _record(
         self,
@@ -138,29 +199,29 @@ class Selector:
         reply: BentoReply | None = None,
         fallback: bool = False,
         error: str | None = None,
-    ) -> None:
+    ) -> Exposure:
         properties = context.get("properties", {})
-        self.events.record(
-            Exposure(
-                request_id=request_id,
-                flag=decision.flag,
-                environment=self.settings.environment,
-                variant=decision.variant,
-                bento=decision.bento,
-                reason=decision.reason,
-                status=status,
-                user_id=context.get("userId"),
-                session_id=context.get("sessionId"),
-                region=properties.get("region"),
-                segment=properties.get("segment"),
-                properties=properties,
-                latency_ms=_ms_since(started),
-                prediction=_score(reply.body) if reply else None,
-                inputs=inputs,
-                fallback=fallback,
-                error=error or decision.detail,
-            )
+        exposure = Exposure(
+            request_id=request_id,
+            flag=decision.flag,
+            environment=self.settings.environment,
+            variant=decision.variant,
+            bento=decision.bento,
+            reason=decision.reason,
+            status=status,
+            user_id=context.get("userId"),
+            session_id=context.get("sessionId"),
+            region=properties.get("region"),
+            segment=properties.get("segment"),
+            properties=properties,
+            latency_ms=_ms_since(started),
+            prediction=score(reply.body) if reply else None,
+            inputs=inputs,
+            fallback=fallback,
+            error=error or decision.detail,
         )
+        self.events.record(exposure)
+        return exposure
 
     def record_outcomes(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -171,13 +232,28 @@ class Selector:
             "flags_loaded": self.flags.ready,
             "mode": self.flags.mode,
             "flags": sorted(self.flags.flags()),
-            "bentos": self.catalog.endpoints,
+            "bentos": {
+                tag: {"url": url, "circuit": self.breakers.state(tag)}
+                for tag, url in self.catalog.endpoints.items()
+            },
             "event_queue_depth": self.events.depth,
+            "shadow_queue_depth": self.shadows.depth,
         }
 
+    def refresh_gauges(self) -> None:
+        """Point-in-time values, set just before a scrape (counters need no refresh)."""
+        self.metrics.event_queue_depth.set(self.events.depth)
+        self.metrics.shadow_queue_depth.set(self.shadows.depth)
+        self.metrics.events_dropped.labels("dead_letter").set(self.events.dead_lettered)
+        self.metrics.events_dropped.labels("lost").set(self.events.dropped)
+        for tag in self.catalog.endpoints:
+            state = self.breakers.state(tag)
+            self.metrics.circuit_state.labels(tag).set(CIRCUIT_VALUES[state])
+
     def close(self) -> None:
-        """Stop polling, close pools, and write every buffered event."""
+        """Stop polling, send queued shadow copies, close pools, write every buffered event."""
         self.flags.close()
+        self.shadows.close()
         self.forwarder.close()
         self.events.close()
 
@@ -190,13 +266,3 @@ def _catalog(settings: Settings) -> BentoCatalog:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-def _score(body: dict[str, Any]) -> float | None:
-    """The first numeric field of the first prediction, logged for drift and calibration."""
-    predictions = body.get("predictions")
-    if isinstance(predictions, list) and predictions and isinstance(predictions[0], dict):
-        for value in predictions[0].values():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-    return None

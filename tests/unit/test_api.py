@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,6 +14,15 @@ from service.events import exposures, outcomes
 from service.forwarding import BentoCallFailed, BentoReply
 
 EU_ENTERPRISE = {"userId": "u1", "properties": {"region": "eu", "segment": "enterprise"}}
+RECORD = {
+    "tenure_months": 3,
+    "monthly_spend": 42.5,
+    "support_tickets": 1,
+    "days_since_last_login": 2,
+    "sessions_per_week": 3.0,
+    "region": "eu",
+    "segment": "enterprise",
+}
 
 
 class FakeForwarder:
@@ -59,7 +69,7 @@ def stored(app, table: sa.Table) -> list[dict]:
 
 def predict(client, body: Any = None, **kwargs: Any):
     if body is None:
-        body = {"context": EU_ENTERPRISE, "inputs": [{"tenure_months": 3}]}
+        body = {"context": EU_ENTERPRISE, "inputs": [RECORD]}
     return client.post("/v1/models/churn-model/predict", json=body, **kwargs)
 
 
@@ -82,7 +92,7 @@ def test_predict_returns_prediction_bento_variant_and_reason(app, client) -> Non
         200,
     )
     assert (row["region"], row["segment"], row["prediction"]) == ("eu", "enterprise", 0.7)
-    assert row["inputs"] == [{"tenure_months": 3}]
+    assert row["inputs"] == [RECORD]
 
 
 def test_a_failing_bento_is_served_by_the_default_in_the_same_call(app, client) -> None:
@@ -242,3 +252,61 @@ def test_not_ready_without_any_bento(settings) -> None:
         assert app.test_client().get("/readyz").status_code == 503
     finally:
         app.extensions["selector"].close()
+
+
+def test_inputs_outside_the_family_schema_are_a_422_before_any_bento_is_called(app, client) -> None:
+    response = predict(client, {"context": EU_ENTERPRISE, "inputs": [{**RECORD, "region": "x"}]})
+    assert response.status_code == 422
+    assert "inputs[0].region" in response.json["error"]["message"]
+    assert app.extensions["selector"].forwarder.calls == []
+    assert [r["status"] for r in stored(app, exposures)] == [422]
+
+
+def test_an_open_circuit_sends_the_chosen_bentos_traffic_to_the_default(app, client) -> None:
+    selector = app.extensions["selector"]
+    selector.forwarder.down.add("http://v2")
+    threshold = selector.settings.circuit_failures
+    for _ in range(threshold + 3):
+        response = predict(client)
+        assert (response.status_code, response.json["bento"]) == (200, "churn:v1")
+    # Only the failures that opened the circuit reached the dead bento.
+    assert selector.forwarder.calls.count("http://v2") == threshold
+    assert "circuit breaker is open" in response.json["detail"]
+    bentos = client.get("/readyz").json["bentos"]
+    assert (bentos["churn:v2"]["circuit"], bentos["churn:v1"]["circuit"]) == ("open", "closed")
+
+
+def test_metrics_are_prometheus_text_per_flag_variant_and_bento(app, client) -> None:
+    predict(client)
+    app.extensions["selector"].forwarder.down.add("http://v2")
+    predict(client)
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    for line in (
+        'selector_requests_total{bento="churn:v2",flag="churn-model",status="200",'
+        'variant="canary"} 1.0',
+        'selector_fallbacks_total{bento="churn:v1",failed_bento="churn:v2",'
+        'flag="churn-model",variant="canary"} 1.0',
+        'selector_circuit_state{bento="churn:v2"} 0.0',
+        "selector_event_queue_depth ",
+        'selector_request_latency_seconds_bucket{bento="churn:v2",flag="churn-model",le="0.001"',
+    ):
+        assert line in text, line
+
+
+def test_openapi_document_names_every_route(client) -> None:
+    document = client.get("/openapi.json").json
+    assert document["openapi"].startswith("3.1")
+    assert set(document["paths"]) == {
+        "/v1/models/{flag}/predict",
+        "/v1/models/{flag}/resolve",
+        "/v1/outcomes",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    }
+    schemas = document["components"]["schemas"]
+    assert schemas["FlagName"]["enum"] == ["churn-model"]
+    assert "tenure_months" in json.dumps(schemas["PredictRequest"]["properties"]["inputs"])

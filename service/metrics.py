@@ -1,0 +1,138 @@
+"""Prometheus metrics of the selector, served at /metrics in the text exposition format.
+
+Under gunicorn each worker is its own process, so `rollout serve` sets PROMETHEUS_MULTIPROC_DIR
+before forking: every worker then writes its samples to files there and a scrape of any worker
+returns the sum over all of them (prometheus_client's multiprocess mode). Without that variable
+(tests, `flask run`) each app keeps its own registry, so several apps in one process never clash.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Seconds; fine steps below 25 ms, where the selector's own overhead lives.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+@dataclass(frozen=True)
+class SelectorMetrics:
+    registry: CollectorRegistry
+    requests: Counter
+    errors: Counter
+    fallbacks: Counter
+    latency: Histogram
+    bento_latency: Histogram
+    shadow_requests: Counter
+    shadow_agreement: Counter
+    shadow_dropped: Counter
+    shadow_queue_depth: Gauge
+    event_queue_depth: Gauge
+    events_dropped: Gauge
+    circuit_state: Gauge
+
+    @classmethod
+    def create(cls) -> SelectorMetrics:
+        registry = CollectorRegistry(auto_describe=True)
+        flag_labels = ("flag", "variant", "bento")
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "selector_requests",
+                "Predict calls answered, by flag, variant, serving bento and HTTP status.",
+                (*flag_labels, "status"),
+                registry=registry,
+            ),
+            errors=Counter(
+                "selector_errors",
+                "Predict calls answered with an error, by flag and error code.",
+                ("flag", "code"),
+                registry=registry,
+            ),
+            fallbacks=Counter(
+                "selector_fallbacks",
+                "Calls the flag's default bento served because the chosen bento failed.",
+                ("flag", "variant", "failed_bento", "bento"),
+                registry=registry,
+            ),
+            latency=Histogram(
+                "selector_request_latency_seconds",
+                "Predict latency inside the selector (routing, forwarding, logging).",
+                flag_labels,
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            bento_latency=Histogram(
+                "selector_bento_latency_seconds",
+                "Latency of the bento call alone, by bento.",
+                ("bento",),
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            shadow_requests=Counter(
+                "selector_shadow_requests",
+                "Mirrored calls to shadow bentos, by outcome (ok, failed).",
+                ("flag", "bento", "outcome"),
+                registry=registry,
+            ),
+            shadow_agreement=Counter(
+                "selector_shadow_agreement",
+                "Shadow answers compared with the live answer: agree=true when every "
+                "non-numeric prediction field (e.g. the offer) matches.",
+                ("flag", "bento", "agree"),
+                registry=registry,
+            ),
+            shadow_dropped=Counter(
+                "selector_shadow_dropped",
+                "Shadow copies dropped because the shadow queue was full or shutting down.",
+                ("flag", "bento"),
+                registry=registry,
+            ),
+            shadow_queue_depth=Gauge(
+                "selector_shadow_queue_depth",
+                "Shadow copies waiting to be sent.",
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            event_queue_depth=Gauge(
+                "selector_event_queue_depth",
+                "Events waiting to be written to the event store.",
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            events_dropped=Gauge(
+                "selector_events_dropped",
+                "Events the store refused: dead-lettered to a file, or lost without one.",
+                ("how",),
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            circuit_state=Gauge(
+                "selector_circuit_state",
+                "Each bento's circuit breaker: 0 closed, 1 half-open, 2 open.",
+                ("bento",),
+                registry=registry,
+                multiprocess_mode="max",
+            ),
+        )
+
+
+def exposition(metrics: SelectorMetrics) -> tuple[bytes, str]:
+    """The scrape body and its content type: all workers' samples in multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
