@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.events import exposures, outcomes
-from service.stats import ProportionStats
+from service.stats import MomentStats, ProportionStats
 
 DAY_SECONDS = 86_400
 # The arm key of users seen in more than one compared arm; never a valid variant name because
@@ -142,6 +142,168 @@ def cumulative_by_bucket(
     return _accumulate(_read(engine, query), bucket_seconds)
 
 
+def metric_moments(
+    engine: sa.Engine,
+    *,
+    flag: str,
+    arms: Sequence[str],
+    metric: str,
+    window: Window | None = None,
+) -> dict[str, MomentStats]:
+    """Per arm: users, and sums of each user's metric total `y` and pre-exposure total `x`.
+
+    `y` sums the values of the metric's outcomes joined to the user's exposures (as for
+    conversions); `x` sums the user's outcomes of the same metric logged by user id before their
+    first exposure in the window (any flag), the covariate CUPED needs. Users without outcomes
+    count with 0. Users in several arms are left out.
+    """
+    _check_arms(arms)
+    exposed = _exposed(flag, arms, window or Window())
+    user_arms = _arms_of_users(exposed)
+    post, pre = _metric_values(exposed, user_arms, flag, metric)
+    y = sa.func.coalesce(post.c.y, 0.0)
+    x = sa.func.coalesce(pre.c.x, 0.0)
+    query = (
+        sa.select(user_arms.c.arm, sa.func.count().label("n"), *_moment_columns(y, x))
+        .select_from(
+            user_arms.outerjoin(post, post.c.user_id == user_arms.c.user_id).outerjoin(
+                pre, pre.c.user_id == user_arms.c.user_id
+            )
+        )
+        .where(user_arms.c.arm != _SEVERAL_ARMS)
+        .group_by(user_arms.c.arm)
+    )
+    rows = {row.arm: row for row in _read(engine, query)}
+    return {arm: _moments(arm, rows.get(arm)) for arm in arms}
+
+
+# Guardrails measured on the exposures themselves: name -> (numerator, denominator) per user.
+GUARDRAIL_COLUMNS: dict[str, tuple[str, str]] = {
+    "error_rate": ("errors", "requests"),
+    "fallback_rate": ("fallbacks", "requests"),
+    "latency_ms": ("latency_sum", "latency_count"),
+}
+
+
+def guardrail_moments(
+    engine: sa.Engine,
+    *,
+    flag: str,
+    arms: Sequence[str],
+    window: Window | None = None,
+) -> dict[str, dict[str, MomentStats]]:
+    """Per guardrail and arm, the per-user sums a delta-method ratio test needs.
+
+    Each guardrail is a ratio over a user's requests (errors per request: status >= 500;
+    fallbacks per request; mean latency per request that reported one), so the user stays the
+    unit of analysis even though users send many requests.
+    """
+    _check_arms(arms)
+    exposed = _exposed(flag, arms, window or Window())
+    per_user = (
+        sa.select(
+            sa.func.min(exposed.c.variant).label("arm"),
+            sa.func.count().label("requests"),
+            sa.func.sum(exposed.c.error).label("errors"),
+            sa.func.sum(exposed.c.fallback).label("fallbacks"),
+            sa.func.coalesce(sa.func.sum(exposed.c.latency_ms), 0.0).label("latency_sum"),
+            sa.func.count(exposed.c.latency_ms).label("latency_count"),
+        )
+        .group_by(exposed.c.user_id)
+        .having(sa.func.count(sa.distinct(exposed.c.variant)) == 1)
+        .subquery("per_user")
+    )
+    columns = [sa.func.count().label("n")]
+    for name, (num, den) in GUARDRAIL_COLUMNS.items():
+        columns += _moment_columns(per_user.c[num], per_user.c[den], prefix=f"{name}_")
+    query = sa.select(per_user.c.arm, *columns).group_by(per_user.c.arm)
+    rows = {row.arm: row._mapping for row in _read(engine, query)}
+    return {
+        name: {arm: _moments(arm, rows.get(arm), prefix=f"{name}_") for arm in arms}
+        for name in GUARDRAIL_COLUMNS
+    }
+
+
+def known_metrics(engine: sa.Engine) -> list[str]:
+    """Every metric name that has at least one outcome, sorted."""
+    query = sa.select(outcomes.c.metric).distinct().order_by(outcomes.c.metric)
+    with engine.connect() as conn:
+        return [row.metric for row in conn.execute(query)]
+
+
+def bucket_seconds_for(first: datetime | None, last: datetime | None, buckets: int = 20) -> int:
+    """A bucket width giving about `buckets` points over `[first, last]`, rounded to a
+    readable unit (1, 5, 10, 30 s; 1, 5, 15, 30 min; 1, 3, 6, 12 h; 1 day); 1 day if unknown."""
+    if first is None or last is None or last <= first:
+        return DAY_SECONDS
+    wanted = (last - first).total_seconds() / buckets
+    return next((unit for unit in _READABLE_BUCKETS if unit >= wanted), DAY_SECONDS)
+
+
+_READABLE_BUCKETS = (1, 5, 10, 30, 60, 300, 900, 1800, 3600, 10_800, 21_600, 43_200, DAY_SECONDS)
+
+
+def _metric_values(
+    exposed: sa.CTE, user_arms: sa.CTE, flag: str, metric: str
+) -> tuple[sa.Subquery, sa.Subquery]:
+    o = outcomes.c
+    by_request = (
+        sa.select(exposed.c.user_id, o.value)
+        .select_from(exposed.join(outcomes, o.request_id == exposed.c.request_id))
+        .where(o.metric == metric)
+    )
+    by_user = (
+        sa.select(user_arms.c.user_id, o.value)
+        .select_from(user_arms.join(outcomes, o.user_id == user_arms.c.user_id))
+        .where(
+            o.metric == metric, o.flag == flag, o.request_id.is_(None), o.ts >= user_arms.c.first_ts
+        )
+    )
+    values = sa.union_all(by_request, by_user).subquery("metric_values")
+    post = (
+        sa.select(values.c.user_id, sa.func.sum(values.c.value).label("y"))
+        .group_by(values.c.user_id)
+        .subquery("post")
+    )
+    pre = (
+        sa.select(user_arms.c.user_id, sa.func.sum(o.value).label("x"))
+        .select_from(user_arms.join(outcomes, o.user_id == user_arms.c.user_id))
+        .where(o.metric == metric, o.ts < user_arms.c.first_ts)
+        .group_by(user_arms.c.user_id)
+        .subquery("pre")
+    )
+    return post, pre
+
+
+def _moment_columns(y: Any, x: Any, prefix: str = "") -> list[Any]:
+    return [
+        sa.func.sum(y).label(f"{prefix}sum_y"),
+        sa.func.sum(y * y).label(f"{prefix}sum_y2"),
+        sa.func.sum(x).label(f"{prefix}sum_x"),
+        sa.func.sum(x * x).label(f"{prefix}sum_x2"),
+        sa.func.sum(x * y).label(f"{prefix}sum_xy"),
+    ]
+
+
+def _moments(arm: str, row: Any, prefix: str = "") -> MomentStats:
+    if row is None:
+        return MomentStats(arm, 0, 0.0, 0.0)
+    values = row if hasattr(row, "get") else row._mapping
+
+    def total(name: str) -> float:
+        return float(values.get(f"{prefix}{name}") or 0.0)
+
+    return MomentStats(
+        arm,
+        int(values.get("n")),
+        total("sum_y"),
+        total("sum_y2"),
+        total("sum_x"),
+        total("sum_x2"),
+        total("sum_xy"),
+    )
+
+
 def _read(engine: sa.Engine, query: sa.Select[Any]) -> Sequence[sa.Row[Any]]:
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
@@ -157,11 +319,21 @@ def _user_arms(
     flag: str, arms: Sequence[str], metric: str, window: Window
 ) -> tuple[sa.CTE, sa.CTE]:
     """CTEs: one row per exposed user with their arm, and the set of converting users."""
+    _check_arms(arms)
+    exposed = _exposed(flag, arms, window)
+    user_arms = _arms_of_users(exposed)
+    return user_arms, _converted(exposed, user_arms, flag, metric)
+
+
+def _check_arms(arms: Sequence[str]) -> None:
     if len(set(arms)) != len(arms) or len(arms) < 2:
         raise ValueError(f"need at least two distinct arms to compare, got {list(arms)}")
-    exposed = _exposed(flag, arms, window)
+
+
+def _arms_of_users(exposed: sa.CTE) -> sa.CTE:
+    """One row per exposed user: their arm (or the several-arms marker), first and last time."""
     arm_count = sa.func.count(sa.distinct(exposed.c.variant))
-    user_arms = (
+    return (
         sa.select(
             exposed.c.user_id,
             sa.case(
@@ -173,7 +345,6 @@ def _user_arms(
         .group_by(exposed.c.user_id)
         .cte("user_arms")
     )
-    return user_arms, _converted(exposed, user_arms, flag, metric)
 
 
 def _exposed(flag: str, arms: Sequence[str], window: Window) -> sa.CTE:
@@ -191,7 +362,16 @@ def _exposed(flag: str, arms: Sequence[str], window: Window) -> sa.CTE:
     if window.end is not None:
         conditions.append(e.ts < window.end.timestamp())
     return (
-        sa.select(e.user_id, e.variant, e.request_id, e.flag, e.ts)
+        sa.select(
+            e.user_id,
+            e.variant,
+            e.request_id,
+            e.flag,
+            e.ts,
+            sa.case((e.status >= 500, 1), else_=0).label("error"),
+            sa.case((e.fallback, 1), else_=0).label("fallback"),
+            e.latency_ms,
+        )
         .where(*conditions)
         .cte("exposed")
     )

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,117 @@ class ReportResult:
     decision: dict[str, Any]
 
 
+# Exit codes of `rollout report ...`, for automation (documented in the README).
+EXIT_DECIDED = 0  # the report ran and decided (ramp, ship, hold, rollback, keep, ...)
+EXIT_FAILED = 1  # the notebook failed or timed out; the partial notebook is kept
+EXIT_USAGE = 2  # bad command line (click's own code)
+EXIT_MISSING_DATA = 3  # the report ran but data or inputs were missing: decision is hold
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_window_option(
+    window: str | None, options: dict[str, Any], now: datetime | None = None
+) -> dict[str, str | None]:
+    """`--window`: `START/END` (ISO, either side may be empty) or a trailing duration (`2h`).
+
+    Returns the `window_start` / `window_end` to use (the explicit options when no window).
+    """
+    if not window:
+        return {
+            "window_start": options.get("window_start"),
+            "window_end": options.get("window_end"),
+        }
+    text = window.strip()
+    duration = _DURATION.match(text)
+    if duration:
+        seconds = float(duration.group(1)) * _UNIT_SECONDS[duration.group(2)]
+        end = now or datetime.now(UTC)
+        start = end - timedelta(seconds=seconds)
+        return {"window_start": start.isoformat(), "window_end": None}
+    if "/" in text:
+        start_text, _, end_text = text.partition("/")
+        return {"window_start": start_text or None, "window_end": end_text or None}
+    raise BadRequest(f"--window {window!r}: expected START/END or a duration such as 2h or 7d")
+
+
+def exit_code(decision: dict[str, Any]) -> int:
+    """`EXIT_MISSING_DATA` when the decision is a hold for missing inputs, else `EXIT_DECIDED`."""
+    missing = decision.get("missing") and decision.get("recommendation") == "hold"
+    return EXIT_MISSING_DATA if missing else EXIT_DECIDED
+
+
+# Notebook parameters: name -> (type, default). Papermill passes whatever it is given, so the
+# notebook coerces once and reports each parameter it had to replace.
+AB_PARAMETERS: dict[str, tuple[type, Any]] = {
+    "flag": (str, ""),
+    "control": (str, "control"),
+    "treatment": (str, "treatment"),
+    "metric": (str, "retained"),
+    "window_start": (str, None),
+    "window_end": (str, None),
+    "alpha": (float, 0.05),
+    "expected_split": (str, None),
+    "current_step": (float, None),
+    "ramp_steps": (str, "5,25,50,100"),
+    "goal_metrics": (str, ""),
+    "correction": (str, "holm"),
+    "guardrails": (bool, True),
+    "sequential": (bool, False),
+    "buckets": (int, 20),
+}
+
+
+VALIDATION_NOTEBOOK = "post_rollout_validation.ipynb"
+VALIDATION_PARAMETERS: dict[str, tuple[type, Any]] = {
+    "flag": (str, ""),
+    "bento": (str, ""),
+    "previous": (str, None),
+    "metric": (str, "retained"),
+    "window_start": (str, None),
+    "window_end": (str, None),
+    "max_rows": (int, 200_000),
+    "event_store_url": (str, None),
+}
+
+
+def coerce_parameters(
+    raw: dict[str, Any], spec: dict[str, tuple[type, Any]]
+) -> tuple[dict[str, Any], list[str]]:
+    """Parameters converted to their declared types; a value that does not convert is replaced
+    by the default and named in the returned problems."""
+    values, problems = {}, []
+    for name, (kind, default) in spec.items():
+        value = raw.get(name, default)
+        try:
+            values[name] = _coerce(value, kind)
+        except (TypeError, ValueError):
+            values[name] = default
+            problems.append(
+                f"parameter {name}={value!r} is not a valid {kind.__name__}; "
+                f"used {default!r} instead"
+            )
+    return values, problems
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip() and kind is not str):
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return str(value).strip().lower() in ("true", "1", "yes", "on")
+        raise ValueError(value)
+    if kind in (int, float) and isinstance(value, bool):
+        raise TypeError(value)
+    if kind is int and float(value) != int(float(value)):
+        raise ValueError(value)
+    return kind(float(value)) if kind is int else kind(value)
+
+
 def run_ab_report(
     settings: Settings,
     *,
@@ -62,6 +173,10 @@ def run_ab_report(
     event_store_url: str | None = None,
     current_step: float | None = None,
     ramp_steps: str = "5,25,50,100",
+    goal_metrics: str = "",
+    correction: str = "holm",
+    guardrails: bool = True,
+    sequential: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
 ) -> ReportResult:
@@ -82,11 +197,51 @@ def run_ab_report(
         "event_store_url": event_store_url or settings.event_store_url,
         "current_step": current_step,
         "ramp_steps": ramp_steps,
+        "goal_metrics": goal_metrics,
+        "correction": correction,
+        "guardrails": guardrails,
+        "sequential": sequential,
     }
     return run_report(
         settings,
         notebook=AB_NOTEBOOK,
         kind="ab",
+        flag=flag,
+        parameters=parameters,
+        timeout=timeout,
+        progress=progress,
+    )
+
+
+def run_validation_report(
+    settings: Settings,
+    *,
+    flag: str,
+    bento: str,
+    previous: str | None = None,
+    metric: str = "retained",
+    window_start: str | None = None,
+    window_end: str | None = None,
+    event_store_url: str | None = None,
+    max_rows: int = 200_000,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: Callable[[str], Any] = print,
+) -> ReportResult:
+    """Run `notebooks/post_rollout_validation.ipynb` for one bento serving `flag`."""
+    parameters = {
+        "flag": flag,
+        "bento": bento,
+        "previous": previous,
+        "metric": metric,
+        "window_start": window_start,
+        "window_end": window_end,
+        "max_rows": max_rows,
+        "event_store_url": event_store_url or settings.event_store_url,
+    }
+    return run_report(
+        settings,
+        notebook=VALIDATION_NOTEBOOK,
+        kind="validation",
         flag=flag,
         parameters=parameters,
         timeout=timeout,
@@ -285,7 +440,8 @@ _INDEX_PAGE = """<!doctype html>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
 table {{ border-collapse: collapse; }}
 th, td {{ padding: 0.3rem 0.8rem; border-bottom: 1px solid #ddd; text-align: left; }}
-.ramp, .ship {{ color: #137333; }} .rollback {{ color: #c5221f; }} .hold {{ color: #b06000; }}
+.ramp, .ship, .keep {{ color: #137333; }} .rollback {{ color: #c5221f; }}
+.hold, .investigate {{ color: #b06000; }}
 </style>
 </head>
 <body>

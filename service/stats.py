@@ -14,7 +14,9 @@ sequential tests) are added as further functions with their own stats/result dat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from scipy import stats as scipy_stats
 from statsmodels.stats.power import NormalIndPower
@@ -285,3 +287,426 @@ def _users_needed(engine: NormalIndPower, h: float, alpha: float, power: float) 
     if h <= 0:
         return None
     return math.ceil(float(engine.solve_power(effect_size=h, alpha=alpha, power=power, ratio=1)))
+
+
+# --- continuous and ratio metrics ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MomentStats:
+    """Per-arm sums over users of a metric `y` and a companion `x` (sufficient statistics).
+
+    `x` is what the analysis pairs with `y`: the user's pre-exposure value of the metric (CUPED),
+    or the denominator of a ratio metric (delta method). Without a companion, `x` sums are 0.
+    """
+
+    arm: str
+    n: int
+    sum_y: float
+    sum_y2: float
+    sum_x: float = 0.0
+    sum_x2: float = 0.0
+    sum_xy: float = 0.0
+
+    @property
+    def mean_y(self) -> float:
+        return self.sum_y / self.n
+
+    @property
+    def mean_x(self) -> float:
+        return self.sum_x / self.n
+
+    def var_y(self) -> float:
+        """Sample variance of `y` (n - 1 denominator)."""
+        return max(_sample_cov(self.n, self.sum_y, self.sum_y, self.sum_y2), 0.0)
+
+    def var_x(self) -> float:
+        """Sample variance of `x`."""
+        return max(_sample_cov(self.n, self.sum_x, self.sum_x, self.sum_x2), 0.0)
+
+    def cov_xy(self) -> float:
+        return _sample_cov(self.n, self.sum_x, self.sum_y, self.sum_xy)
+
+
+def _sample_cov(n: int, sum_a: float, sum_b: float, sum_ab: float) -> float:
+    # Sums, not raw rows, come from SQL; for variances rounding can go a hair below 0.
+    if n < 2:
+        return math.nan
+    return (sum_ab - sum_a * sum_b / n) / (n - 1)
+
+
+@dataclass(frozen=True)
+class EffectResult:
+    """A difference between two arms' estimates, with its test and intervals.
+
+    Used for means (Welch), ratios (delta method) and CUPED-adjusted means alike.
+    """
+
+    method: str
+    metric: str
+    control_estimate: float
+    treatment_estimate: float
+    alpha: float
+    statistic: float
+    p_value: float
+    degrees_of_freedom: float | None  # None for z-based methods
+    difference: float  # treatment - control
+    standard_error: float
+    difference_interval: Interval
+    relative_lift: float | None
+    relative_lift_interval: Interval | None
+    significant: bool
+    details: dict[str, float] = field(default_factory=dict)
+
+
+def welch_test(
+    control: MomentStats, treatment: MomentStats, alpha: float = 0.05, metric: str = "y"
+) -> EffectResult:
+    """Welch's unequal-variance t-test on the means of `y`, with a Welch-Satterthwaite interval.
+
+    Relative lift `mean_t / mean_c - 1` gets a delta-method interval (normal, on the ratio of
+    two independent means), as GrowthBook's frequentist engine does.
+    """
+    _need_two(control, treatment)
+    var_c, var_t = control.var_y() / control.n, treatment.var_y() / treatment.n
+    df = (
+        (var_c + var_t) ** 2 / (var_c**2 / (control.n - 1) + var_t**2 / (treatment.n - 1))
+        if var_c + var_t > 0
+        else math.inf
+    )
+    return _effect(
+        "Welch t-test",
+        metric,
+        (control.mean_y, var_c),
+        (treatment.mean_y, var_t),
+        alpha,
+        df,
+    )
+
+
+def ratio_test(
+    control: MomentStats, treatment: MomentStats, alpha: float = 0.05, metric: str = "y/x"
+) -> EffectResult:
+    """Ratio metric `sum y / sum x` per arm (e.g. errors per request, with users as the unit).
+
+    The variance of each arm's ratio comes from the delta method (Deng et al. 2018, "Applying
+    the Delta Method in Metric Analytics"), which accounts for requests clustering in users.
+    """
+    _need_two(control, treatment)
+    return _effect(
+        "delta-method z-test (ratio metric)",
+        metric,
+        _ratio_estimate(control),
+        _ratio_estimate(treatment),
+        alpha,
+        None,
+    )
+
+
+def _ratio_estimate(arm: MomentStats) -> tuple[float, float]:
+    mean_x, mean_y = arm.mean_x, arm.mean_y
+    if mean_x == 0:
+        raise ValueError(f"arm {arm.arm!r}: the ratio's denominator sums to 0")
+    ratio = mean_y / mean_x
+    variance = (
+        arm.var_y() / mean_x**2
+        - 2 * mean_y * arm.cov_xy() / mean_x**3
+        + mean_y**2 * arm.var_x() / mean_x**4
+    ) / arm.n
+    return ratio, max(variance, 0.0)
+
+
+@dataclass(frozen=True)
+class CupedResult:
+    """CUPED-adjusted comparison and the variance reduction the pre-period covariate bought."""
+
+    effect: EffectResult
+    theta: float
+    variance_reduction: float  # 1 - var(adjusted) / var(unadjusted), pooled over arms
+    correlation: float
+
+
+def cuped_test(
+    control: MomentStats, treatment: MomentStats, alpha: float = 0.05, metric: str = "y"
+) -> CupedResult:
+    """CUPED (Deng, Xu, Kohavi, Walker 2013): `y - theta (x - mean x)` with `x` the user's
+    pre-exposure value of the metric and `theta = cov(x, y) / var(x)` pooled over both arms.
+
+    The adjusted means are compared with a z-test (the samples are large); the variance of each
+    arm's adjusted mean is `(var y - 2 theta cov + theta^2 var x) / n`.
+    """
+    _need_two(control, treatment)
+    pooled = _pooled(control, treatment)
+    var_x, cov = pooled.var_x(), pooled.cov_xy()
+    theta = cov / var_x if var_x > 0 else 0.0
+    grand_x = pooled.mean_x
+    estimates = []
+    adjusted_vars = []
+    for arm in (control, treatment):
+        var = arm.var_y() - 2 * theta * arm.cov_xy() + theta**2 * arm.var_x()
+        adjusted_vars.append(max(var, 0.0))
+        estimates.append((arm.mean_y - theta * (arm.mean_x - grand_x), max(var, 0.0) / arm.n))
+    var_y = pooled.var_y()
+    reduction = 1 - pooled_adjusted(pooled, theta) / var_y if var_y > 0 else 0.0
+    correlation = cov / math.sqrt(var_x * var_y) if var_x > 0 and var_y > 0 else 0.0
+    effect = _effect("CUPED-adjusted z-test", metric, estimates[0], estimates[1], alpha, None)
+    return CupedResult(effect, theta, reduction, correlation)
+
+
+def pooled_adjusted(pooled: MomentStats, theta: float) -> float:
+    """Variance of `y - theta x` over the pooled sample."""
+    return pooled.var_y() - 2 * theta * pooled.cov_xy() + theta**2 * pooled.var_x()
+
+
+def _pooled(a: MomentStats, b: MomentStats) -> MomentStats:
+    return MomentStats(
+        "pooled",
+        a.n + b.n,
+        a.sum_y + b.sum_y,
+        a.sum_y2 + b.sum_y2,
+        a.sum_x + b.sum_x,
+        a.sum_x2 + b.sum_x2,
+        a.sum_xy + b.sum_xy,
+    )
+
+
+def _need_two(control: MomentStats, treatment: MomentStats) -> None:
+    if control.n < 2 or treatment.n < 2:
+        raise ValueError("each arm needs at least two users for a variance")
+
+
+def _effect(
+    method: str,
+    metric: str,
+    control: tuple[float, float],  # (estimate, variance of the estimate)
+    treatment: tuple[float, float],
+    alpha: float,
+    df: float | None,
+) -> EffectResult:
+    (est_c, var_c), (est_t, var_t) = control, treatment
+    diff, se = float(est_t - est_c), math.sqrt(var_c + var_t)
+    dist: Any = scipy_stats.norm if df is None or math.isinf(df) else scipy_stats.t(df)
+    critical = float(dist.ppf(1 - alpha / 2))
+    statistic = diff / se if se > 0 else 0.0
+    p_value = float(2 * dist.sf(abs(statistic))) if se > 0 else 1.0
+    level = 1 - alpha
+    interval_name = "Welch-Satterthwaite t" if df is not None else "normal (Wald)"
+    return EffectResult(
+        method=method,
+        metric=metric,
+        control_estimate=est_c,
+        treatment_estimate=est_t,
+        alpha=alpha,
+        statistic=statistic,
+        p_value=p_value,
+        degrees_of_freedom=df,
+        difference=diff,
+        standard_error=se,
+        difference_interval=Interval(
+            diff - critical * se, diff + critical * se, level, interval_name
+        ),
+        relative_lift=est_t / est_c - 1 if est_c != 0 else None,
+        relative_lift_interval=_relative_interval(est_c, var_c, est_t, var_t, alpha),
+        significant=bool(p_value < alpha),
+    )
+
+
+def _relative_interval(
+    est_c: float, var_c: float, est_t: float, var_t: float, alpha: float
+) -> Interval | None:
+    """Delta-method interval on `est_t / est_c - 1` for independent arms."""
+    if est_c == 0:
+        return None
+    lift = est_t / est_c - 1
+    se = math.sqrt(var_t / est_c**2 + est_t**2 * var_c / est_c**4)
+    z = float(scipy_stats.norm.ppf(1 - alpha / 2))
+    return Interval(lift - z * se, lift + z * se, 1 - alpha, "delta method (relative lift)")
+
+
+def mean_power(
+    control: MomentStats, treatment: MomentStats, alpha: float = 0.05, power: float = DEFAULT_POWER
+) -> float:
+    """Minimum detectable absolute difference in means for this sample (two-sided z)."""
+    z = scipy_stats.norm.ppf(1 - alpha / 2) + scipy_stats.norm.ppf(power)
+    return float(z * math.sqrt(control.var_y() / control.n + treatment.var_y() / treatment.n))
+
+
+# --- guardrails: one-sided non-inferiority ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NonInferiorityResult:
+    """Is the treatment no worse than control by more than `margin`?
+
+    `outcome` is `non_inferior` (the one-sided bound clears the margin), `inferior` (the
+    treatment is worse than the margin allows, one-sided at `alpha`) or `inconclusive`.
+    """
+
+    method: str
+    metric: str
+    margin: float
+    relative: bool  # margin on the relative lift (0.1 = 10% worse) or on the difference
+    higher_is_better: bool
+    estimate: float | None
+    bound: float | None  # the one-sided (1 - alpha) bound on the worse side
+    p_value: float | None  # of H0: worse by at least the margin
+    alpha: float
+    outcome: str
+
+
+def non_inferiority(
+    effect: EffectResult,
+    margin: float,
+    *,
+    relative: bool = False,
+    higher_is_better: bool = False,
+) -> NonInferiorityResult:
+    """One-sided non-inferiority test of an `EffectResult` against a declared `margin` (> 0).
+
+    Works on the difference (`relative=False`) or on the relative lift, with normal bounds at
+    the effect's `alpha` one-sided (so a 0.05 report uses a 95% one-sided bound).
+    """
+    if margin <= 0:
+        raise ValueError(f"a non-inferiority margin must be positive, got {margin}")
+    estimate, se = _on_scale(effect, relative)
+    name = f"one-sided non-inferiority z-test ({'relative' if relative else 'absolute'} margin)"
+    if estimate is None or se is None:
+        return NonInferiorityResult(
+            name,
+            effect.metric,
+            margin,
+            relative,
+            higher_is_better,
+            None,
+            None,
+            None,
+            effect.alpha,
+            "inconclusive",
+        )
+    sign = -1.0 if higher_is_better else 1.0  # orient so that larger `worse` is worse
+    worse = sign * estimate
+    z = float(scipy_stats.norm.ppf(1 - effect.alpha))
+    upper, lower = worse + z * se, worse - z * se
+    p_value = (
+        float(scipy_stats.norm.cdf((worse - margin) / se)) if se > 0 else float(worse >= margin)
+    )
+    outcome = (
+        "non_inferior" if upper < margin else "inferior" if lower > margin else ("inconclusive")
+    )
+    return NonInferiorityResult(
+        name,
+        effect.metric,
+        margin,
+        relative,
+        higher_is_better,
+        estimate,
+        sign * upper,
+        p_value,
+        effect.alpha,
+        outcome,
+    )
+
+
+def _on_scale(effect: EffectResult, relative: bool) -> tuple[float | None, float | None]:
+    if not relative:
+        return effect.difference, effect.standard_error
+    lift, interval = effect.relative_lift, effect.relative_lift_interval
+    if lift is None or interval is None:
+        return None, None
+    z = float(scipy_stats.norm.ppf(1 - effect.alpha / 2))
+    return lift, (interval.high - interval.low) / (2 * z)
+
+
+# --- multiple testing -------------------------------------------------------------------------
+
+
+def _holm(p_values: Sequence[float]) -> list[float]:
+    m, adjusted, running = len(p_values), [0.0] * len(p_values), 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def _benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    m, adjusted, running = len(p_values), [0.0] * len(p_values), 1.0
+    order = sorted(range(m), key=lambda i: p_values[i], reverse=True)
+    for rank, index in zip(range(m, 0, -1), order, strict=True):
+        running = min(running, p_values[index] * m / rank)
+        adjusted[index] = min(running, 1.0)
+    return adjusted
+
+
+# A registry: the method's name in decision.json -> its adjustment.
+P_VALUE_ADJUSTMENTS: dict[str, Callable[[Sequence[float]], list[float]]] = {
+    "holm": _holm,
+    "benjamini-hochberg": _benjamini_hochberg,
+    "none": list,
+}
+ADJUSTMENT_NAMES = {
+    "holm": "Holm step-down (family-wise error)",
+    "benjamini-hochberg": "Benjamini-Hochberg (false discovery rate)",
+    "none": "no correction",
+}
+
+
+def adjust_p_values(p_values: Sequence[float], method: str = "holm") -> list[float]:
+    """Adjusted p-values for a family of tests (`holm`, `benjamini-hochberg` or `none`)."""
+    try:
+        adjust = P_VALUE_ADJUSTMENTS[method]
+    except KeyError:
+        raise ValueError(
+            f"unknown correction {method!r}; choose one of {sorted(P_VALUE_ADJUSTMENTS)}"
+        ) from None
+    return adjust(list(p_values))
+
+
+# --- sequential testing (valid under continuous peeking) --------------------------------------
+
+
+@dataclass(frozen=True)
+class SequentialResult:
+    """Mixture SPRT on a difference: an always-valid p-value and a confidence sequence."""
+
+    method: str
+    difference: float
+    standard_error: float
+    mixture_variance: float
+    alpha: float
+    likelihood_ratio: float
+    p_value: float  # always valid at this look; a caller may keep the running minimum
+    interval: Interval
+    reject: bool
+
+
+def sequential_test(
+    difference: float, standard_error: float, alpha: float = 0.05, mixture_variance: float = 1e-4
+) -> SequentialResult:
+    """Normal-mixture SPRT (Johari et al. 2017, "Peeking at A/B tests"; Robbins 1970).
+
+    With `V = standard_error^2` and a N(0, tau^2) mixture over the effect (`tau^2 =
+    mixture_variance`, on the scale of `difference`), the mixture likelihood ratio is
+    `sqrt(V / (V + tau^2)) exp(d^2 tau^2 / (2 V (V + tau^2)))`. `1 / LR` is an always-valid
+    p-value and `{d : LR(d) < 1/alpha}` a confidence sequence, so a controller may look after
+    every batch of events without inflating the false-positive rate.
+    """
+    if standard_error <= 0 or mixture_variance <= 0:
+        raise ValueError("need a positive standard error and mixture variance")
+    v, tau2 = standard_error**2, mixture_variance
+    exponent = difference**2 * tau2 / (2 * v * (v + tau2))
+    log_lr = 0.5 * math.log(v / (v + tau2)) + exponent
+    half_width = math.sqrt(v * (v + tau2) / tau2 * (math.log((v + tau2) / v) - 2 * math.log(alpha)))
+    p_value = min(1.0, math.exp(-log_lr)) if log_lr < 700 else 0.0
+    return SequentialResult(
+        method="mixture SPRT (normal mixture), always-valid p-value and confidence sequence",
+        difference=difference,
+        standard_error=standard_error,
+        mixture_variance=tau2,
+        alpha=alpha,
+        likelihood_ratio=math.exp(min(log_lr, 700)),
+        p_value=p_value,
+        interval=Interval(
+            difference - half_width, difference + half_width, 1 - alpha, "mSPRT confidence sequence"
+        ),
+        reject=p_value <= alpha,
+    )

@@ -171,6 +171,8 @@ def test_clear_win_ramps(settings, store):
     checks = {check["name"]: check for check in decision["checks"]}
     assert checks["sample_ratio_mismatch"]["passed"]
     assert checks["difference"]["interval"][0] > 0
+    for guardrail in ("error_rate", "fallback_rate", "latency_ms"):
+        assert checks[f"guardrail_{guardrail}"]["details"]["outcome"] == "non_inferior"
     page = assert_rendered(result, "churn-model")
     assert "churn-model" in page
     assert_scraps_match(result)
@@ -194,6 +196,7 @@ def test_flag_without_events_still_renders(settings, store):
     assert decision["recommendation"] == "hold"
     assert decision["next_step"] is None
     assert "no exposures" in decision["reasons"][0]
+    assert decision["missing"]
     page = assert_rendered(result, "no-such-flag")
     assert "No exposures in the window" in page
     assert_scraps_match(result)
@@ -201,13 +204,26 @@ def test_flag_without_events_still_renders(settings, store):
     assert "no-such-flag" in index
 
 
-def test_bad_parameter_fails_with_the_partial_notebook(settings, store):
+def test_bad_input_still_renders_and_holds_saying_what_is_missing(settings, store):
+    # One run with several problems (each case alone is covered without a kernel in
+    # tests/unit/test_decision_inputs.py): a wrong-typed alpha and an unknown metric.
+    result = report(settings, store, "churn-model", alpha="abc", metric="revenue")
+    decision = result.decision
+    assert decision["recommendation"] == "hold"
+    missing = " ".join(decision["missing"])
+    assert "alpha='abc'" in missing and "metric 'revenue' has no outcomes" in missing
+    assert decision["checks"][0]["name"] == "inputs" and not decision["checks"][0]["passed"]
+    page = assert_rendered(result, "churn-model")
+    assert "Missing:" in page
+    assert_scraps_match(result)
+
+
+def test_unreachable_store_fails_with_the_partial_notebook(settings):
     with pytest.raises(ReportFailed) as failure:
-        report(settings, store, "churn-model", window_start="last tuesday")
+        report(settings, "postgresql+psycopg://nobody@127.0.0.1:1/none", "churn-model")
     notebook_path = failure.value.notebook_path
     assert isinstance(notebook_path, Path) and notebook_path.is_file()
     assert str(notebook_path) in failure.value.message
-    assert "last tuesday" in failure.value.message
     assert not (notebook_path.parent / "decision.json").exists()
 
 

@@ -1,0 +1,162 @@
+"""service.analysis: continuous metrics with their pre-period, guardrails, adaptive buckets.
+
+`check_*` functions take an engine so the PostgreSQL integration test runs the same checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from service.analysis import (
+    DAY_SECONDS,
+    bucket_seconds_for,
+    guardrail_moments,
+    known_metrics,
+    metric_moments,
+)
+from service.events import create_engine, exposures, outcomes
+from service.stats import MomentStats
+
+FLAG = "churn-model"
+ARMS = ("control", "treatment")
+T0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
+_ids = itertools.count()
+
+
+@pytest.fixture
+def engine(tmp_path) -> Iterator[sa.Engine]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'events.db'}")
+    yield engine
+    engine.dispose()
+
+
+def exposure_row(user, variant, *, ts=T0, status=200, latency=10.0, fallback=False, shadow=False):
+    return {
+        "ts": ts,
+        "request_id": f"req-{next(_ids)}",
+        "flag": FLAG,
+        "environment": "test",
+        "user_id": user,
+        "variant": variant,
+        "bento": f"churn:{variant}",
+        "reason": "strategy_variant",
+        "status": status,
+        "latency_ms": latency,
+        "shadow": shadow,
+        "fallback": fallback,
+    }
+
+
+def outcome_row(*, request_id=None, user=None, flag=None, metric="revenue", value=1.0, ts=T0):
+    return {
+        "ts": ts,
+        "request_id": request_id,
+        "user_id": user,
+        "flag": flag,
+        "metric": metric,
+        "value": value,
+    }
+
+
+def insert(engine, exposure_rows, outcome_rows=()):
+    with engine.begin() as conn:
+        if exposure_rows:
+            conn.execute(exposures.insert(), list(exposure_rows))
+        if outcome_rows:
+            conn.execute(outcomes.insert(), list(outcome_rows))
+
+
+def check_metric_moments(engine):
+    a1, a2 = exposure_row("a", "control", ts=T0 + 10), exposure_row("a", "control", ts=T0 + 20)
+    b1 = exposure_row("b", "treatment", ts=T0 + 10)
+    c1 = exposure_row("c", "treatment", ts=T0 + 10)
+    both = [exposure_row("d", "control"), exposure_row("d", "treatment")]
+    insert(
+        engine,
+        [a1, a2, b1, c1, *both],
+        [
+            outcome_row(request_id=a1["request_id"], value=3.0),
+            outcome_row(request_id=a2["request_id"], value=2.0),
+            outcome_row(user="b", flag=FLAG, value=7.0, ts=T0 + 11),  # after exposure: counts
+            outcome_row(user="b", value=4.0, ts=T0 + 1),  # before exposure: pre-period x
+            outcome_row(user="a", value=1.0, ts=T0),  # pre-period for a
+            outcome_row(request_id=b1["request_id"], metric="other", value=100.0),
+        ],
+    )
+    result = metric_moments(engine, flag=FLAG, arms=ARMS, metric="revenue")
+    # control: a only (d is in both arms): y = 5 (+ the pre-period outcome of a has no flag
+    # and no request id, so it is only x), x = 1.
+    assert result["control"] == MomentStats("control", 1, 5.0, 25.0, 1.0, 1.0, 5.0)
+    # treatment: b (y 7, x 4) and c (y 0, x 0).
+    assert result["treatment"] == MomentStats("treatment", 2, 7.0, 49.0, 4.0, 16.0, 28.0)
+
+
+def check_guardrail_moments(engine):
+    insert(
+        engine,
+        [
+            exposure_row("a", "control", latency=10.0),
+            exposure_row("a", "control", latency=30.0, status=503, fallback=True),
+            exposure_row("b", "treatment", latency=5.0),
+            exposure_row("b", "treatment", latency=None, status=500),
+            exposure_row("b", "treatment", latency=7.0),
+            exposure_row("x", "treatment", shadow=True, status=599),  # shadow: not served
+        ],
+    )
+    result = guardrail_moments(engine, flag=FLAG, arms=ARMS)
+    # error_rate: y = errors per user, x = requests per user.
+    assert result["error_rate"]["control"] == MomentStats("control", 1, 1.0, 1.0, 2.0, 4.0, 2.0)
+    assert result["error_rate"]["treatment"] == MomentStats("treatment", 1, 1.0, 1.0, 3.0, 9.0, 3.0)
+    assert result["fallback_rate"]["treatment"].sum_y == 0.0
+    # latency: y = latency sum, x = requests with a latency.
+    assert result["latency_ms"]["control"] == MomentStats(
+        "control", 1, 40.0, 1600.0, 2.0, 4.0, 80.0
+    )
+    assert result["latency_ms"]["treatment"].sum_y == 12.0
+    assert result["latency_ms"]["treatment"].sum_x == 2.0
+
+
+def test_metric_moments_sum_post_and_pre_exposure_values(engine):
+    check_metric_moments(engine)
+
+
+def test_guardrail_moments_are_per_user_ratios_from_exposures(engine):
+    check_guardrail_moments(engine)
+
+
+def test_empty_store_gives_empty_moments(engine):
+    result = metric_moments(engine, flag=FLAG, arms=ARMS, metric="revenue")
+    assert result["control"] == MomentStats("control", 0, 0.0, 0.0)
+    assert guardrail_moments(engine, flag=FLAG, arms=ARMS)["latency_ms"]["treatment"].n == 0
+
+
+def test_known_metrics(engine):
+    insert(engine, [], [outcome_row(metric="retained"), outcome_row(metric="revenue")] * 2)
+    assert known_metrics(engine) == ["retained", "revenue"]
+
+
+START = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("span", "expected"),
+    [
+        pytest.param(timedelta(minutes=2), 10, id="demo-2-minutes"),
+        pytest.param(timedelta(seconds=15), 1, id="seconds"),
+        pytest.param(timedelta(hours=1), 300, id="an-hour"),
+        pytest.param(timedelta(days=3), 21_600, id="three-days"),
+        pytest.param(timedelta(days=60), DAY_SECONDS, id="months"),
+        pytest.param(timedelta(0), DAY_SECONDS, id="one-instant"),
+    ],
+)
+def test_bucket_width_adapts_to_the_window(span, expected):
+    assert bucket_seconds_for(START, START + span) == expected
+
+
+def test_bucket_width_unknown_without_data():
+    assert bucket_seconds_for(None, None) == DAY_SECONDS

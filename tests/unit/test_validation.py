@@ -1,0 +1,268 @@
+"""service.validation: metrics with golden values, the keep / investigate / rollback rule, and
+the event store reads (live rows with labels, serving stats, shadow agreement)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from service.analysis import Window
+from service.events import create_engine, exposures, outcomes
+from service.population import churn_probabilities, population_frame
+from service.reports import exit_code, parse_window_option
+from service.validation import (
+    ModelCard,
+    Performance,
+    Serving,
+    ShadowAgreement,
+    ValidationEvidence,
+    ValidationPolicy,
+    auc_standard_error,
+    calibration_curve,
+    decide_validation,
+    gather,
+    performance,
+    recommend,
+    roc_auc,
+)
+
+FLAG = "churn-model"
+T0 = 1_793_577_600.0
+_ids = itertools.count()
+
+
+def test_auc_matches_sklearn_docs():
+    # scikit-learn roc_auc_score docs: y = [0, 0, 1, 1], scores [0.1, 0.4, 0.35, 0.8] -> 0.75.
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+
+
+def test_auc_counts_ties_half_and_needs_both_classes():
+    assert roc_auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    assert roc_auc(np.array([0.5, 0.7]), np.array([1, 1])) is None
+
+
+def test_auc_standard_error_is_hanley_mcneil():
+    # Hanley & McNeil (1982) eq. 2 with A = 0.75, two positives, two negatives:
+    # Q1 = 0.6, Q2 = 0.642857; var = (0.1875 + 0.0375 + 0.080357) / 4 = 0.076339.
+    assert auc_standard_error(0.75, 2, 2) == pytest.approx(0.076339**0.5, rel=1e-4)
+
+
+def test_calibration_curve_and_error():
+    scores = np.array([0.05, 0.15, 0.15, 0.95])
+    labels = np.array([0, 0, 1, 1])
+    assert calibration_curve(scores, labels) == [(0.05, 0.0, 1), (0.15, 0.5, 2), (0.95, 1.0, 1)]
+    perf = performance(scores, labels)
+    # ECE = (1 * 0.05 + 2 * 0.35 + 1 * 0.05) / 4 = 0.2
+    assert perf.calibration_error == pytest.approx(0.2)
+    assert perf.accuracy == 0.75  # 0.15 with label 1 is the miss
+
+
+def perf(auc=0.8, rows=5_000, ece=0.01):
+    return Performance(rows, 0.2, 0.85, auc, 0.007, 0.12, ece, [])
+
+
+def evidence(**changes):
+    base = {
+        "bento": "churn:v2",
+        "previous": "churn:v1",
+        "live": perf(),
+        "previous_live": perf(0.8),
+        "offline": {"overall": {"auc": 0.81}},
+        "by_group": {},
+        "serving": Serving(10_000, 10, 0, 20.0, 50.0, 90.0),
+        "drift": [],
+        "shadows": [],
+        "missing": [],
+    }
+    return ValidationEvidence(**{**base, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "recommendation", "words"),
+    [
+        pytest.param({}, "keep", "performs as expected", id="healthy"),
+        pytest.param(
+            {"serving": Serving(1_000, 100, 0, 1, 1, 1)}, "rollback", "error rate", id="errors"
+        ),
+        pytest.param({"live": perf(0.74)}, "rollback", "below the previous", id="auc-drop"),
+        pytest.param({"live": perf(0.79)}, "keep", "", id="auc-drop-within-tolerance"),
+        pytest.param(
+            {"live": perf(0.74), "previous_live": None},
+            "investigate",
+            "below the model card",
+            id="auc-vs-card",
+        ),
+        pytest.param({"live": perf(ece=0.2)}, "investigate", "miscalibrated", id="calibration"),
+        pytest.param(
+            {"shadows": [ShadowAgreement("churn:v3", 500, 0, 0.7, 0.2)]},
+            "investigate",
+            "agrees on 70.0%",
+            id="shadow",
+        ),
+        pytest.param(
+            {
+                "live": None,
+                "serving": Serving(0, 0, 0, None, None, None),
+                "missing": ["no successful predictions"],
+            },
+            "hold",
+            "missing",
+            id="no-data",
+        ),
+    ],
+)
+def test_validation_rule(changes, recommendation, words):
+    found, reasons = recommend(evidence(**changes), ValidationPolicy())
+    assert found == recommendation, reasons
+    assert words in " ".join(reasons)
+
+
+def test_significant_drift_means_investigate():
+    from service.drift import numeric_drift
+
+    rng = np.random.default_rng(0)
+    drift = numeric_drift("tenure_months", rng.normal(0, 1, 5_000), rng.normal(2, 1, 5_000))
+    found, reasons = recommend(evidence(drift=[drift]), ValidationPolicy())
+    assert found == "investigate" and "tenure_months" in reasons[0]
+
+
+# --- against an event store -------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine(tmp_path) -> Iterator[sa.Engine]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'events.db'}")
+    yield engine
+    engine.dispose()
+
+
+def populate(engine, *, users=2_000, seed=1, drift=0.0):
+    """Live churn:v2 predictions near the truth, retained outcomes, shadow rows for half."""
+    frame = population_frame(users, seed)
+    truth = churn_probabilities(frame)
+    rng = np.random.default_rng(seed)
+    frame = frame.assign(tenure_months=frame["tenure_months"] * (1 + drift))
+    records = frame.to_dict("records")
+    rows, labels = [], []
+    for n, (record, p) in enumerate(zip(records, truth, strict=True)):
+        request = f"r{next(_ids)}"
+        score = float(np.clip(p + rng.normal(0, 0.05), 0, 1))
+        common = {
+            "ts": T0 + n,
+            "request_id": request,
+            "flag": FLAG,
+            "environment": "t",
+            "user_id": f"u{n}",
+            "region": record["region"],
+            "segment": record["segment"],
+            "inputs": [record],
+            "fallback": False,
+        }
+        rows.append(
+            {
+                **common,
+                "variant": "treatment",
+                "bento": "churn:v2",
+                "reason": "strategy_variant",
+                "status": 200 if n % 50 else 503,
+                "latency_ms": 10.0 + n % 7,
+                "prediction": score if n % 50 else None,
+                "shadow": False,
+            }
+        )
+        if n % 2 == 0:
+            rows.append(
+                {
+                    **common,
+                    "variant": "shadow",
+                    "bento": "churn:v3",
+                    "reason": "shadow",
+                    "status": 200 if n % 10 else 599,
+                    "latency_ms": 12.0,
+                    "prediction": score if n % 10 else None,
+                    "shadow": True,
+                }
+            )
+        labels.append(
+            {
+                "ts": T0 + n + 1,
+                "request_id": request,
+                "metric": "retained",
+                "value": float(rng.random() >= p),
+            }
+        )
+    with engine.begin() as conn:
+        conn.execute(exposures.insert(), rows)
+        conn.execute(outcomes.insert(), labels)
+
+
+def card(rows=5_000):
+    from service.population import FEATURES, training_data
+
+    reference = training_data(rows, 11)[list(FEATURES)]
+    return ModelCard(
+        "churn:v2",
+        {"overall": {"auc": 0.78}},
+        reference.assign(score=churn_probabilities(reference)),
+        [],
+    )
+
+
+def test_gather_reads_labels_serving_and_shadows(engine):
+    populate(engine)
+    ev = gather(engine, flag=FLAG, bento="churn:v2", previous=None, window=Window(), card=card())
+    assert ev.serving.requests == 2_000 and ev.serving.errors == 40
+    assert ev.live.rows == 1_960  # the 503s made no prediction
+    assert 0.7 < ev.live.auc < 0.9
+    assert set(ev.by_group) == {"segment", "region"}
+    (shadow,) = ev.shadows
+    assert (shadow.shadow_bento, shadow.requests, shadow.failed) == ("churn:v3", 1_000, 200)
+    assert shadow.agreement == 1.0
+    assert {d.feature for d in ev.drift} >= {"tenure_months", "score", "region", "segment"}
+    decision = decide_validation(ev, flag=FLAG, window=Window())
+    assert decision.recommendation == "keep", decision.reasons
+    assert decision.kind == "validation"
+    names = [c.name for c in decision.checks]
+    assert {"auc", "error_rate", "drift_tenure_months", "shadow_churn:v3"} <= set(names)
+
+
+def test_drifted_inputs_are_found(engine):
+    populate(engine, drift=1.5)
+    ev = gather(engine, flag=FLAG, bento="churn:v2", previous=None, window=Window(), card=card())
+    decision = decide_validation(ev, flag=FLAG, window=Window())
+    assert decision.recommendation == "investigate"
+    assert "drift in tenure_months" in " ".join(decision.reasons)
+
+
+def test_unknown_bento_holds_saying_what_is_missing(engine):
+    populate(engine, users=50)
+    empty = ModelCard("churn:v9", {}, pd.DataFrame(), ["model card of churn:v9: no bento"])
+    ev = gather(engine, flag=FLAG, bento="churn:v9", previous=None, window=Window(), card=empty)
+    decision = decide_validation(ev, flag=FLAG, window=Window())
+    assert decision.recommendation == "hold"
+    assert any("no successful predictions of churn:v9" in m for m in decision.missing)
+    assert exit_code(decision.to_dict()) == 3
+
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        (None, {"window_start": "a", "window_end": "b"}),
+        ("2h", {"window_start": "2026-11-25T10:00:00+00:00", "window_end": None}),
+        ("30m", {"window_start": "2026-11-25T11:30:00+00:00", "window_end": None}),
+        ("2026-11-01/2026-11-02", {"window_start": "2026-11-01", "window_end": "2026-11-02"}),
+        ("2026-11-01/", {"window_start": "2026-11-01", "window_end": None}),
+    ],
+)
+def test_parse_window_option(window, expected):
+    options = {"window_start": "a", "window_end": "b"}
+    assert parse_window_option(window, options, now=NOW) == expected
