@@ -105,9 +105,29 @@ def create_engine(url: str) -> sa.Engine:
     engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
-    _add_missing_columns(engine)
+    _create_schema(engine)
     return engine
+
+
+# What a database says when another process created the same table or column first.
+_CREATED_CONCURRENTLY = ("already exists", "duplicate column", "duplicate key value")
+
+
+def _create_schema(engine: sa.Engine, attempts: int = 3) -> None:
+    """Create the tables and add missing columns, tolerating a concurrent creator.
+
+    Several gunicorn workers start at once on a fresh store; checking and creating are two
+    steps, so one of them can lose the race and must simply look again.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            _add_missing_columns(engine)
+            return
+        except sa.exc.DBAPIError as exc:
+            raced = any(words in str(exc).lower() for words in _CREATED_CONCURRENTLY)
+            if not raced or attempt == attempts - 1:
+                raise
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
@@ -150,6 +170,9 @@ class EventWriter:
         self.dead_letter = dead_letter
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._written = 0
+        # Refused by the store: kept in the dead-letter file for replay, or lost without one.
+        self.dead_lettered = 0
+        self.dropped = 0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
         self._thread.start()
@@ -240,12 +263,12 @@ class EventWriter:
                 return
 
     def _dead_letter(self, rows_by_table: dict[sa.Table, list[dict[str, Any]]]) -> None:
+        count = sum(map(len, rows_by_table.values()))
         if self.dead_letter is None:
-            log.error(
-                "no dead-letter file configured; %d events dropped",
-                sum(map(len, rows_by_table.values())),
-            )
+            self.dropped += count
+            log.error("no dead-letter file configured; %d events dropped", count)
             return
+        self.dead_lettered += count
         self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
         with self.dead_letter.open("a", encoding="utf-8") as out:
             for table, rows in rows_by_table.items():

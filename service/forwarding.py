@@ -20,6 +20,18 @@ from service.errors import InputRejected
 class BentoCallFailed(Exception):
     """The bento could not answer (down, timed out, 5xx, unreadable reply)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the bento's HTTP status; None when it never answered
+
+
+class BentoRejected(InputRejected):
+    """The bento answered 4xx to the inputs; `status` is its own status, logged for shadows."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.bento_status = status
+
 
 @dataclass(frozen=True)
 class BentoReply:
@@ -43,26 +55,35 @@ class BentoForwarder:
     def predict(self, base_url: str, inputs: Any, request_id: str) -> BentoReply:
         """POST {"inputs": ...} to the bento's /predict and return its JSON reply."""
         started = time.perf_counter()
+        body = json.dumps({"inputs": inputs})
+        headers = {"Content-Type": "application/json", "X-Request-ID": request_id}
         try:
-            response = self._pool.request(
-                "POST",
-                f"{base_url}/predict",
-                body=json.dumps({"inputs": inputs}),
-                headers={"Content-Type": "application/json", "X-Request-ID": request_id},
-            )
+            try:
+                response = self._pool.request(
+                    "POST", f"{base_url}/predict", body=body, headers=headers
+                )
+            except urllib3.exceptions.ProtocolError:
+                # The bento closed an idle keep-alive connection just as the pool reused it:
+                # nothing reached the model, so one resend on a fresh connection is safe.
+                response = self._pool.request(
+                    "POST", f"{base_url}/predict", body=body, headers=headers
+                )
         except urllib3.exceptions.HTTPError as exc:
             raise BentoCallFailed(f"{base_url}: {type(exc).__name__}: {exc}") from exc
         latency_ms = (time.perf_counter() - started) * 1000
         if 400 <= response.status < 500:
-            raise InputRejected(f"the model rejected the inputs: {_message(response.data)}")
+            raise BentoRejected(
+                f"the model rejected the inputs: {_message(response.data)}", response.status
+            )
         if response.status != 200:
             raise BentoCallFailed(
-                f"{base_url} answered {response.status}: {_message(response.data)}"
+                f"{base_url} answered {response.status}: {_message(response.data)}",
+                response.status,
             )
         try:
             return BentoReply(json.loads(response.data), latency_ms)
         except ValueError as exc:
-            raise BentoCallFailed(f"{base_url} answered with invalid JSON") from exc
+            raise BentoCallFailed(f"{base_url} answered with invalid JSON", 200) from exc
 
     def close(self) -> None:
         self._pool.clear()

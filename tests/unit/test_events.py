@@ -106,3 +106,23 @@ def test_rows_the_store_refuses_go_to_the_dead_letter_file(tmp_path) -> None:
     [line] = dead_letter.read_text().splitlines()
     assert '"request_id": "r1"' in line and '"table": "exposures"' in line
     assert count(engine, exposures) == 1
+
+
+def test_workers_creating_a_fresh_store_at_once_all_succeed(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def create() -> None:
+        start.wait()
+        try:
+            create_engine(url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -9,6 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import urllib3
 
 from service.errors import InputRejected
 from service.forwarding import BentoCallFailed, BentoForwarder
@@ -89,3 +90,29 @@ def test_bentoml_validation_errors_name_each_field() -> None:
         "inputs[0].tenure_months: Input should be >= 0; "
         "inputs[1].extra: Extra inputs are not permitted"
     )
+
+
+def test_a_connection_the_bento_closed_while_idle_is_resent_once(bento_url, monkeypatch) -> None:
+    forwarder = BentoForwarder()
+    real_request, calls = forwarder._pool.request, []
+
+    def reset_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104))
+        return real_request(*args, **kwargs)
+
+    monkeypatch.setattr(forwarder._pool, "request", reset_first)
+    assert forwarder.predict(bento_url, "ok", "r1").body["seen"] == "/predict"
+    assert len(calls) == 2
+
+
+def test_a_bento_that_keeps_resetting_is_a_failure(bento_url, monkeypatch) -> None:
+    forwarder = BentoForwarder()
+
+    def always_reset(*args, **kwargs):
+        raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104))
+
+    monkeypatch.setattr(forwarder._pool, "request", always_reset)
+    with pytest.raises(BentoCallFailed, match="ProtocolError"):
+        forwarder.predict(bento_url, "ok", "r1")
