@@ -121,6 +121,7 @@ VALIDATION_PARAMETERS: dict[str, tuple[type, Any]] = {
     "window_end": (str, None),
     "max_rows": (int, 200_000),
     "event_store_url": (str, None),
+    "data_dir": (str, None),
 }
 
 
@@ -237,6 +238,8 @@ def run_validation_report(
         "window_end": window_end,
         "max_rows": max_rows,
         "event_store_url": event_store_url or settings.event_store_url,
+        # The kernel is another process: it must read the caller's model store and snapshots.
+        "data_dir": str(settings.data_dir),
     }
     return run_report(
         settings,
