@@ -153,9 +153,9 @@ def metric_moments(
     """Per arm: users, and sums of each user's metric total `y` and pre-exposure total `x`.
 
     `y` sums the values of the metric's outcomes joined to the user's exposures (as for
-    conversions); `x` sums the user's outcomes of the same metric logged by user id before their
-    first exposure in the window (any flag), the covariate CUPED needs. Users without outcomes
-    count with 0. Users in several arms are left out.
+    conversions); `x` sums the user's outcomes of the same metric logged before their first
+    exposure to this flag ever (not only in the window), the covariate CUPED needs. Users
+    without outcomes count with 0. Users in several arms are left out.
     """
     _check_arms(arms)
     exposed = _exposed(flag, arms, window or Window())
@@ -265,10 +265,23 @@ def _metric_values(
         .group_by(values.c.user_id)
         .subquery("post")
     )
+    # CUPED's covariate must be untouched by the experiment: before the user's first exposure
+    # to this flag ever, not just in the window (an earlier exposure's outcome is itself an
+    # effect of the treatment, and would absorb the very difference being measured).
+    first_ever = (
+        sa.select(exposures.c.user_id, sa.func.min(exposures.c.ts).label("first_ts"))
+        .where(exposures.c.flag == flag, sa.not_(exposures.c.shadow))
+        .group_by(exposures.c.user_id)
+        .subquery("first_ever")
+    )
     pre = (
         sa.select(user_arms.c.user_id, sa.func.sum(o.value).label("x"))
-        .select_from(user_arms.join(outcomes, o.user_id == user_arms.c.user_id))
-        .where(o.metric == metric, o.ts < user_arms.c.first_ts)
+        .select_from(
+            user_arms.join(first_ever, first_ever.c.user_id == user_arms.c.user_id).join(
+                outcomes, o.user_id == user_arms.c.user_id
+            )
+        )
+        .where(o.metric == metric, o.ts < first_ever.c.first_ts)
         .group_by(user_arms.c.user_id)
         .subquery("pre")
     )

@@ -380,6 +380,9 @@ def with_metrics(
     )
 
 
+DEGENERATE_REDUCTION = 0.999
+
+
 def _cuped(
     moments: dict[str, MomentStats] | None, arms: tuple[str, str], alpha: float
 ) -> CupedResult | None:
@@ -388,7 +391,10 @@ def _cuped(
         return None
     if sum(moments[arm].sum_x2 for arm in arms) == 0:
         return None  # no pre-exposure values: nothing to adjust by
-    return cuped_test(moments[arms[0]], moments[arms[1]], alpha)
+    result = cuped_test(moments[arms[0]], moments[arms[1]], alpha)
+    # A "pre-period" that explains all of the metric's variance is a copy of the outcome, not
+    # a covariate: it would leave nothing to compare, so decide on the unadjusted test.
+    return None if result.variance_reduction >= DEGENERATE_REDUCTION else result
 
 
 def _sequential(ev: Evidence, policy: DecisionPolicy) -> SequentialResult | None:
@@ -581,7 +587,9 @@ def _significant_worse(
 
 def _inconclusive(ev: Evidence, policy: DecisionPolicy, step: float | None) -> Verdict | None:
     assert ev.test is not None and ev.power is not None  # earlier rules handle empty arms
-    reasons = [f"inconclusive: no significant difference ({_effect(ev.test)})"]
+    # Name what was decided on: the unadjusted effect alone may look significant when the
+    # rule went by CUPED, a sequential test or a correction.
+    reasons = [f"inconclusive: no significant difference ({_effect(ev.test)}{_decided_by(ev)})"]
     power = ev.power
     if power.power_at_target_lift < policy.power:
         mde = power.minimum_detectable_lift

@@ -160,3 +160,23 @@ def test_bucket_width_adapts_to_the_window(span, expected):
 
 def test_bucket_width_unknown_without_data():
     assert bucket_seconds_for(None, None) == DAY_SECONDS
+
+
+def test_outcomes_after_an_earlier_exposure_are_not_pre_exposure_values(engine):
+    """A user exposed before the window: their outcomes from then are effects of the
+    treatment, not a covariate; only outcomes before the first exposure ever count."""
+    window_start = T0 + DAY_SECONDS
+    earlier = exposure_row("u1", "treatment", ts=T0)
+    insert(
+        engine,
+        [earlier, exposure_row("u1", "treatment", ts=window_start + 60)],
+        [
+            outcome_row(user="u1", value=5.0, ts=T0 - 60),  # before any exposure: covariate
+            outcome_row(request_id=earlier["request_id"], value=7.0, ts=T0 + 60),  # an effect
+        ],
+    )
+    from service.analysis import Window
+
+    window = Window.parse(datetime.fromtimestamp(window_start, UTC), None)
+    moments = metric_moments(engine, flag=FLAG, arms=ARMS, metric="revenue", window=window)
+    assert moments["treatment"].sum_x == 5.0

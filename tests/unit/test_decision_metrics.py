@@ -169,6 +169,19 @@ def test_cuped_decides_when_there_is_a_pre_period_and_reports_the_reduction():
     assert cuped.details["pre_period_correlation"] > 0.6
 
 
+def test_a_pre_period_identical_to_the_outcome_is_not_used_for_the_decision():
+    # The demo's accumulated store: last run's outcome equals this run's, user by user.
+    rng = np.random.default_rng(9)
+    post = np.stack([rng.random(5_000) < 0.785, rng.random(5_000) < 0.833])
+    primary = {
+        arm: moments(arm, post[i], post[i]) for i, arm in enumerate(("control", "treatment"))
+    }
+    arms = ((5_000, int(post[0].sum())), (5_000, int(post[1].sum())))
+    decision = decide(arms, policy=DecisionPolicy(), primary_moments=primary)
+    assert "cuped" not in {c.name for c in decision.checks}
+    assert decision.recommendation == "ramp"
+
+
 def test_sequential_mode_is_stricter_than_a_fixed_horizon_test():
     arms = ((5_000, 1_500), (5_000, 1_610))  # fixed test: p = 0.017; mSPRT: not yet
     fixed = decide(arms, policy=DecisionPolicy())
