@@ -289,16 +289,7 @@ def hold_for_missing(decision: Decision, problems: Sequence[str]) -> Decision:
         f"missing. {' '.join(f'Missing: {p}.' for p in problems)}"
         f"{otherwise if decision.reasons else ''}"
     )
-    check = Check(
-        "inputs",
-        "parameters and event store contents",
-        None,
-        None,
-        None,
-        None,
-        False,
-        {"missing": list(problems)},
-    )
+    check = missing_inputs_check(problems)
     return replace(
         decision,
         recommendation="hold",
@@ -582,6 +573,20 @@ def _significant_worse(
             f"{ev.treatment.arm} is significantly worse: {_effect(ev.test)}{_decided_by(ev)}",
             f"roll back: send no traffic to {ev.treatment.arm}",
         ],
+    )
+
+
+def missing_inputs_check(problems: Sequence[str]) -> Check:
+    """The failed `inputs` check that lists what a report could not find."""
+    return Check(
+        "inputs",
+        "parameters and event store contents",
+        None,
+        None,
+        None,
+        None,
+        False,
+        {"missing": list(problems)},
     )
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from service.analysis import Window
-from service.decision import Check, Decision
+from service.decision import Check, Decision, missing_inputs_check
 from service.drift import DriftResult, categorical_drift, numeric_drift
 from service.events import exposures, outcomes
 from service.population import CATEGORICAL_FEATURES, NUMERIC_FEATURES
@@ -600,16 +600,7 @@ def decide_validation(
     if ev.missing:
         checks.insert(
             0,
-            Check(
-                "inputs",
-                "parameters and event store contents",
-                None,
-                None,
-                None,
-                None,
-                False,
-                {"missing": list(ev.missing)},
-            ),
+            missing_inputs_check(ev.missing),
         )
     return Decision(
         flag=flag,
