@@ -24,8 +24,9 @@ from service.config import Settings
 from service.events import create_engine, exposures
 from service.flag_client import FlagClient
 from service.flag_definitions import load_flags
+from service.processes import free_port
 from service.unleash_admin import UnleashAdmin
-from service.unleash_server import UnleashServer, free_port
+from service.unleash_server import UnleashServer
 
 pytestmark = pytest.mark.integration
 
