@@ -113,11 +113,12 @@ def create_engine(url: str) -> sa.Engine:
 _CREATED_CONCURRENTLY = ("already exists", "duplicate column", "duplicate key value")
 
 
-def _create_schema(engine: sa.Engine, attempts: int = 3) -> None:
+def _create_schema(engine: sa.Engine, attempts: int = 10) -> None:
     """Create the tables and add missing columns, tolerating a concurrent creator.
 
     Several gunicorn workers start at once on a fresh store; checking and creating are two
-    steps, so one of them can lose the race and must simply look again.
+    steps, so one of them can lose the race and must simply look again. Each lost race means
+    another creator made a table or column, so a few more attempts than tables always suffice.
     """
     for attempt in range(attempts):
         try:
