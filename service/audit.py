@@ -27,6 +27,11 @@ from service.unleash_admin import Event
 
 APPLY = "apply"  # source of a row written by `rollout flags apply`
 UNLEASH = "unleash"  # source of a row copied from Unleash's event log
+DECIDE = "decide"  # a person applying or approving a decision (`rollout decide`)
+GUARD = "guard"  # the rollout controller (`rollout guard`)
+# Actions of our own tools that left the flag in a recorded state (the drift baseline);
+# the guard's other rows (paused, pending-promotion, ...) record what it saw or waits for.
+STATE_ACTIONS = ("apply", "ramp", "rollback", "ship", "baseline")
 
 flag_audit = sa.Table(
     "flag_audit",
@@ -42,7 +47,8 @@ flag_audit = sa.Table(
     sa.Column("why", sa.Text, nullable=False, default=""),
     sa.Column("server", sa.String(500), nullable=False),  # the Unleash URL
     sa.Column("unleash_event_id", sa.BigInteger, index=True),
-    sa.Column("state", sa.JSON),  # the flag document right after an apply
+    sa.Column("state", sa.JSON),  # the flag document right after an apply, ramp, ...
+    sa.Column("evidence", sa.JSON),  # what triggered a decide/guard action: numbers, report
 )
 
 
@@ -92,11 +98,13 @@ class AuditStore:
             conn.execute(flag_audit.insert(), [row])
 
     def last_applied_state(self, server: str, flag: str) -> Any:
-        """The flag's document as the last apply to `server` left it; None if never applied."""
+        """The flag's document as our last write to `server` left it (an apply, or a ramp,
+        ship or rollback by `rollout decide`/`guard`); None if never written."""
         query = (
             sa.select(flag_audit.c.state)
             .where(flag_audit.c.server == server, flag_audit.c.flag == flag)
-            .where(flag_audit.c.source == APPLY)
+            .where(flag_audit.c.source.in_((APPLY, DECIDE, GUARD)))
+            .where(flag_audit.c.action.in_(STATE_ACTIONS))
             .order_by(flag_audit.c.ts.desc(), flag_audit.c.id.desc())
             .limit(1)
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,39 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Guardrails:
+    """Live limits the guard holds the canary to, against control (None: not checked)."""
+
+    error_rate: float | None = 0.02  # canary 5xx rate may exceed control's by at most this
+    fallback_rate: float | None = 0.02  # same for requests the default bento had to serve
+    latency_p99_ratio: float | None = 2.0  # canary p99 at most this multiple of control's
+    prediction_psi: float | None = 0.5  # PSI of canary vs control scores (0.25 = major shift)
+    alpha: float = 0.01  # a rate breach must also be significant (one-sided z-test)
+    min_requests: int = 50  # per arm, before any guardrail can breach
+
+
+@dataclass(frozen=True)
+class RampSchedule:
+    """The `ramp:` section: which strategy carries the canary, and the steps it climbs.
+
+    A step is the share of the environment's users served the treatment variant: the
+    strategy's rollout times the treatment's weight in it (a {canary: 100} strategy at
+    rollout 5 is the 5% step; a 50/50 A/B at rollout 80 is the 40% step).
+    """
+
+    environment: str
+    strategy: str
+    control: str  # a variant name, or "default" for users the default bento serves
+    treatment: str
+    steps: tuple[float, ...] = (5, 25, 50, 100)
+    bake_seconds: float = 600.0  # minimum time at a step before it may advance
+    min_users: int = 200  # per arm, at a step, before it may advance
+    approval: bool = False  # promotions wait for `rollout decide approve`
+    metric: str = "retained"
+    guardrails: Guardrails = field(default_factory=Guardrails)
+
+
+@dataclass(frozen=True)
 class FlagDefinition:
     """One model flag: which bento each variant serves, and who gets which variant."""
 
@@ -99,6 +132,7 @@ class FlagDefinition:
     description: str = ""
     # Bentos that receive a mirrored copy of every request; their answers are only logged.
     shadows: tuple[str, ...] = ()
+    ramp: RampSchedule | None = None  # how `rollout decide` / `rollout guard` ramp the canary
 
     def bentos(self) -> set[str]:
         return {self.default_bento, *self.variants.values(), *self.shadows}
@@ -122,6 +156,10 @@ class FlagSet:
     flags: dict[str, FlagDefinition]
     context_fields: dict[str, ContextField]
     segments: dict[str, Segment] = field(default_factory=dict)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -175,6 +213,26 @@ def load_flags(flags_dir: Path, known_bentos: Iterable[str] | None = None) -> Fl
     if problems:
         raise FlagDefinitionError(problems)
     return FlagSet(flags=flags, context_fields=context_fields, segments=segments)
+
+
+def flag_from_document(
+    doc: dict[str, Any], flag_set: FlagSet, known_bentos: Iterable[str] | None = None
+) -> FlagDefinition:
+    """A flag document (a flag file's content, e.g. one read from a server) as a definition.
+
+    Checked exactly like a file, against `flag_set`'s context fields and segments; raises
+    FlagDefinitionError listing every problem.
+    """
+    problems: list[FlagProblem] = []
+    reader = _FlagReader(
+        flag_set.context_fields, set(known_bentos) if known_bentos is not None else None, problems
+    )
+    reader.segments = flag_set.segments
+    reader.file = str(doc.get("flag", "-"))
+    flag = reader.read_flag(doc)
+    if problems or flag is None:
+        raise FlagDefinitionError(problems)
+    return flag
 
 
 def _read_yaml(path: Path, problems: list[FlagProblem]) -> Any:
@@ -241,7 +299,19 @@ def _load_segments(
 class _FlagReader:
     """Turns one YAML document into a FlagDefinition, noting every problem on the way."""
 
-    FLAG_KEYS = {"flag", "description", "default", "variants", "environments", "shadows"}
+    FLAG_KEYS = {"flag", "description", "default", "variants", "environments", "shadows", "ramp"}
+    RAMP_KEYS = {
+        "environment",
+        "strategy",
+        "control",
+        "treatment",
+        "steps",
+        "bake_seconds",
+        "min_users",
+        "approval",
+        "metric",
+        "guardrails",
+    }
     STRATEGY_KEYS = {"name", "rollout", "stickiness", "constraints", "variants", "segments"}
     CONSTRAINT_KEYS = {"field", "operator", "values", "inverted", "case_insensitive"}
 
@@ -283,6 +353,7 @@ class _FlagReader:
         default = self.bento(doc.get("default"), "default")
         variants = self.read_variants(doc.get("variants"))
         environments = self.read_environments(doc.get("environments"), variants)
+        ramp = self.read_ramp(doc["ramp"], variants, environments) if "ramp" in doc else None
         if default is None:
             return None
         return FlagDefinition(
@@ -293,7 +364,90 @@ class _FlagReader:
             environments=environments,
             description=str(doc.get("description", "")),
             shadows=self.read_shadows(doc.get("shadows", [])),
+            ramp=ramp,
         )
+
+    def read_ramp(
+        self, raw: Any, variants: dict[str, str], environments: dict[str, Environment]
+    ) -> RampSchedule | None:
+        """The `ramp:` section; its strategy must exist and serve the treatment variant."""
+        if not isinstance(raw, dict):
+            self.problem("ramp", "must be a mapping (environment, strategy, control, treatment)")
+            return None
+        before = len(self.problems)
+        self.unknown_keys(raw, self.RAMP_KEYS, "ramp.")
+        env_name, strategy_name = raw.get("environment"), raw.get("strategy")
+        env = environments.get(str(env_name))
+        if env is None:
+            self.problem("ramp.environment", f"'{env_name}' is not an environment of this flag")
+        strategy = (
+            next((s for s in env.strategies if s.name == strategy_name), None) if env else None
+        )
+        if env is not None and strategy is None:
+            self.problem("ramp.strategy", f"no strategy '{strategy_name}' in {env_name}")
+        treatment, control = raw.get("treatment"), raw.get("control", "default")
+        if strategy is not None and treatment not in strategy.variants:
+            self.problem(
+                "ramp.treatment", f"'{treatment}' is not a variant of strategy '{strategy_name}'"
+            )
+        if control != "default" and control not in variants:
+            self.problem("ramp.control", f"unknown variant '{control}' (or use 'default')")
+        if control == treatment:
+            self.problem("ramp.control", "control and treatment must differ")
+        steps = self.read_steps(raw.get("steps", [5, 25, 50, 100]))
+        numbers = {
+            key: self.positive(raw, key, default)
+            for key, default in (("bake_seconds", 600.0), ("min_users", 200))
+        }
+        approval = raw.get("approval", False)
+        if not isinstance(approval, bool):
+            self.problem("ramp.approval", f"must be true or false, not {approval!r}")
+        guardrails = self.read_guardrails(raw.get("guardrails", {}))
+        if len(self.problems) > before:
+            return None
+        return RampSchedule(
+            environment=str(env_name),
+            strategy=str(strategy_name),
+            control=str(control),
+            treatment=str(treatment),
+            steps=steps,
+            bake_seconds=float(numbers["bake_seconds"]),
+            min_users=int(numbers["min_users"]),
+            approval=approval,
+            metric=str(raw.get("metric", "retained")),
+            guardrails=guardrails,
+        )
+
+    def read_steps(self, raw: Any) -> tuple[float, ...]:
+        ok = isinstance(raw, list) and raw and all(_is_number(s) and 0 < s <= 100 for s in raw)
+        if not ok or sorted(set(raw)) != raw or raw[-1] != 100:
+            self.problem("ramp.steps", f"must be increasing percentages ending at 100, not {raw!r}")
+            return ()
+        return tuple(float(s) for s in raw)
+
+    def positive(self, raw: dict[str, Any], key: str, default: float) -> float:
+        value = raw.get(key, default)
+        if not _is_number(value) or value < 0:
+            self.problem(f"ramp.{key}", f"must be a number >= 0, not {value!r}")
+            return default
+        return float(value)
+
+    def read_guardrails(self, raw: Any) -> Guardrails:
+        if not isinstance(raw, dict):
+            self.problem("ramp.guardrails", "must be a mapping of guardrail -> limit")
+            return Guardrails()
+        known = {f.name for f in fields(Guardrails)}
+        self.unknown_keys(raw, known, "ramp.guardrails.")
+        values = {}
+        for key in known & set(raw):
+            value = raw[key]
+            if value is not None and (not _is_number(value) or value < 0):
+                self.problem(
+                    f"ramp.guardrails.{key}", f"must be a number >= 0 or null, not {value!r}"
+                )
+            else:
+                values[key] = int(value) if key == "min_requests" else value
+        return Guardrails(**values)
 
     def read_shadows(self, raw: Any) -> tuple[str, ...]:
         """`shadows: [churn:v3]`: known bento tags, each at most once."""

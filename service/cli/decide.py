@@ -1,0 +1,214 @@
+"""`rollout decide apply|approve` and `rollout guard run|status|resume`: decisions feed flags.
+
+Server mode when an Unleash URL is given (`--url`, UNLEASH_ADMIN_URL or UNLEASH_URL), with
+the admin token (`decide`) or the guard's own token (`guard`: ROLLOUT_GUARD_TOKEN or
+ROLLOUT_GUARD_TOKEN_FILE, so Unleash's event log names the guard); otherwise embedded mode,
+where flags/ itself is changed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from service.cli.base import main, progress, settings_of
+
+
+def _url_option(func: Any) -> Any:
+    return click.option(
+        "--url", default=None, help="Unleash base URL (default: UNLEASH_ADMIN_URL, UNLEASH_URL)."
+    )(func)
+
+
+def _actor(actor: str | None) -> str:
+    return actor or os.environ.get("ROLLOUT_ACTOR") or getpass.getuser()
+
+
+@contextmanager
+def _flag_home(
+    ctx: click.Context, flag: str, url: str | None, token_env: str | None = None
+) -> Iterator[Any]:
+    """(definition, location, store) for FLAG, in server or embedded mode."""
+    from service.audit import AuditStore
+    from service.controller import flag_definition
+    from service.events import create_engine
+    from service.flag_state import EmbeddedFlag, ServerFlag
+    from service.unleash_admin import UnleashAdmin, admin_from_environment
+
+    settings = settings_of(ctx)
+    definition, flag_set = flag_definition(flag, settings.flags_dir)
+    store = AuditStore(create_engine(settings.event_store_url))
+    server = url or os.environ.get("UNLEASH_ADMIN_URL") or os.environ.get("UNLEASH_URL")
+    if not server:
+        yield definition, EmbeddedFlag(definition, flag_set), store
+        return
+    token = _token(token_env) if token_env else None
+    admin = (
+        UnleashAdmin(server.rstrip("/").removesuffix("/api"), token)
+        if token
+        else admin_from_environment(server)
+    )
+    with admin:
+        yield definition, ServerFlag(admin, definition, flag_set), store
+
+
+def _token(name: str) -> str | None:
+    """The token in $NAME or in the file $NAME_FILE names; never printed."""
+    token = os.environ.get(name, "").strip()
+    path = os.environ.get(f"{name}_FILE")
+    if not token and path:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    return token or None
+
+
+def _notifier() -> Any:
+    from service.notify import notifier_from_environment
+
+    return notifier_from_environment()
+
+
+@main.group()
+def decide() -> None:
+    """Apply a report's decision.json to its flag, or approve a pending promotion."""
+
+
+@decide.command("apply")
+@click.argument("decision_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the exact change; write nothing.")
+@click.option("--actor", default=None, help="Who (default: ROLLOUT_ACTOR or the login name).")
+@_url_option
+@click.pass_context
+def decide_apply(
+    ctx: click.Context, decision_file: Path, dry_run: bool, actor: str | None, url: str | None
+) -> None:
+    """Ramp, hold, roll back or ship the flag DECISION_FILE is about, as it recommends."""
+    from service.controller import DecisionFile, Who, apply_move, last_change, plan_decision
+
+    decision = DecisionFile.load(decision_file)
+    with _flag_home(ctx, decision.flag, url) as (definition, location, store):
+        chosen = plan_decision(
+            decision, definition, location.read(), last_change(store, location, decision.flag)
+        )
+        if chosen is None:
+            click.echo(f"hold: {decision.flag} stays as it is ({'; '.join(decision.reasons)})")
+            return
+        click.echo(("would " if dry_run else "") + chosen.describe() + f"  [{location.server}]")
+        for change in chosen.changes:
+            click.echo(f"  {change}")
+        if dry_run:
+            return
+        evidence = {"report": str(decision_file), "summary": decision.summary}
+        with _notifier() as notifier:
+            file_diff = apply_move(
+                chosen,
+                location,
+                store,
+                Who(_actor(actor), "decide", evidence),
+                "; ".join(decision.reasons) or decision.recommendation,
+                notifier,
+            )
+    _print_diff(file_diff)
+
+
+def _print_diff(file_diff: str) -> None:
+    if file_diff:
+        click.echo("flags/ updated to match (commit it):")
+        click.echo(file_diff, nl=False)
+
+
+@decide.command("approve")
+@click.argument("flag")
+@click.option("--dry-run", is_flag=True, help="Print the promotion; write nothing.")
+@click.option("--actor", default=None, help="Who approves (default: ROLLOUT_ACTOR or login).")
+@_url_option
+@click.pass_context
+def decide_approve(
+    ctx: click.Context, flag: str, dry_run: bool, actor: str | None, url: str | None
+) -> None:
+    """Apply the promotion the guard proposed for FLAG (approval mode)."""
+    from service.controller import approve
+
+    with _flag_home(ctx, flag, url) as (definition, location, store), _notifier() as notifier:
+        chosen, file_diff = approve(definition, location, store, _actor(actor), notifier, dry_run)
+    click.echo(("would approve " if dry_run else "approved ") + chosen.describe())
+    _print_diff(file_diff)
+
+
+@main.group()
+def guard() -> None:
+    """The rollout controller: live guardrails, automatic rollback, step-by-step promotion."""
+
+
+@guard.command("run")
+@click.argument("flag")
+@click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--once", is_flag=True, help="One tick, then exit (for cron or a test).")
+@_url_option
+@click.pass_context
+def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: str | None) -> None:
+    """Guard FLAG until stopped (SIGINT or SIGTERM): roll back on a breach, promote when due."""
+    from service.guard import Guard
+    from service.reports import run_ab_report
+
+    settings = settings_of(ctx)
+
+    def report(**options: Any) -> Any:
+        return run_ab_report(settings, progress=progress, **options)
+
+    home = _flag_home(ctx, flag, url, "ROLLOUT_GUARD_TOKEN")
+    with home as (definition, location, store), _notifier() as notifier:
+        guard_ = Guard(
+            definition,
+            location,
+            store,
+            report,
+            notifier=notifier,
+            status_dir=settings.data_dir / "guard",
+        )
+        if once:
+            _show(guard_.tick())
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        progress(f"guarding {flag} every {interval:g} s on {location.server}")
+        guard_.run(interval, stop, _show)
+
+
+def _show(status: Any) -> None:
+    step = "" if status.step is None else f" at {status.step:g}%"
+    progress(f"{status.flag}: {status.state}{step}: {status.message}")
+
+
+@guard.command("status")
+@click.argument("flag")
+@click.pass_context
+def guard_status(ctx: click.Context, flag: str) -> None:
+    """What the guard of FLAG last saw and did (its status file)."""
+    path = settings_of(ctx).data_dir / "guard" / f"{flag}.json"
+    if not path.exists():
+        raise click.ClickException(f"no guard has run for {flag} (no {path})")
+    click.echo(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2))
+
+
+@guard.command("resume")
+@click.argument("flag")
+@click.option("--actor", default=None)
+@_url_option
+@click.pass_context
+def guard_resume(ctx: click.Context, flag: str, actor: str | None, url: str | None) -> None:
+    """Let the guard act on FLAG again after a person's change paused it."""
+    from service.guard import resume
+
+    with _flag_home(ctx, flag, url) as (_definition, location, store):
+        resume(store, location.server, flag, _actor(actor), location.read())
+    click.echo(f"resumed: the guard of {flag} takes the flag as it is now as its baseline")
