@@ -9,8 +9,9 @@ import pytest
 
 from service.config import Settings
 
-# Real bentos (built once per session, served with bentoml serve) for the integration tests.
-pytest_plugins = ["integration.bento_fixtures"]
+# Real bentos (built once per session, served with bentoml serve) for the integration tests,
+# and a deliberately bad one (churn:v3, never declared) for the rollout controller's.
+pytest_plugins = ["integration.bento_fixtures", "integration.bad_bento"]
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,16 +9,27 @@ API (the selector depends on it exactly):
         -> {"predictions": [{"churn_probability": float, "offer": bool}, ...], "bento": "churn:v1"}
 A record with a missing, extra, mistyped or out-of-bounds field gets a 400 naming it.
 
+Serving knobs come from the version's `serving:` section in versions.yaml (defaults merged in),
+recorded in the model's metadata:
+    offer_threshold     a user scored at or above it gets the offer
+    inject_error_rate   fault injection for game days and guardrail tests, in [0, 1), default 0:
+                        that share of predict calls fails with a 500. Which calls is decided by
+                        a hash of the request's records, so the same inputs always fail or
+                        always succeed. A value outside [0, 1) stops the service at startup.
+
 Self-contained on purpose: a bento carries only this folder, not the project's package.
 """
 
 # No `from __future__ import annotations`: BentoML and pydantic read these annotations at
 # import time, and real objects (not strings) work however the module is imported.
-from typing import Annotated, Literal
+import hashlib
+import json
+from typing import Annotated, Any, Literal
 
 import bentoml
 import pandas as pd
 import sklearn
+from bentoml.exceptions import InternalServerError
 from pydantic import BaseModel, ConfigDict, Field
 
 FAMILY = "churn"
@@ -76,14 +87,21 @@ class Churn:
 
     def __init__(self) -> None:
         self.model = bentoml.sklearn.load_model(self.model_ref)
-        # The threshold belongs to the version (versions.yaml), recorded in the model's metadata.
-        self.offer_threshold = float(self.model_ref.info.metadata["serving"]["offer_threshold"])
+        # The knobs belong to the version (versions.yaml), recorded in the model's metadata.
+        serving = self.model_ref.info.metadata["serving"]
+        self.offer_threshold = float(serving["offer_threshold"])
         self.bento = f"{FAMILY}:{ARGUMENTS.version}"
+        self.inject_error_rate = error_rate(serving.get("inject_error_rate", 0), self.bento)
 
     @bentoml.api
     def predict(self, inputs: Inputs) -> PredictResponse:
         """Churn probability and the offer decision for each input record, in order."""
-        frame = pd.DataFrame([record.model_dump() for record in inputs], columns=list(FEATURES))
+        records = [record.model_dump() for record in inputs]
+        if self.inject_error_rate and fault_draw(records) < self.inject_error_rate:
+            raise InternalServerError(
+                f"{self.bento}: injected fault (serving.inject_error_rate={self.inject_error_rate})"
+            )
+        frame = pd.DataFrame(records, columns=list(FEATURES))
         # The schema's bounds already rule out NaN and infinity; skip sklearn's re-check.
         with sklearn.config_context(assume_finite=True):
             scores = self.model.predict_proba(frame)[:, 1]
@@ -92,3 +110,18 @@ class Churn:
             for p in scores
         ]
         return PredictResponse(predictions=predictions, bento=self.bento)
+
+
+def error_rate(value: Any, bento: str) -> float:
+    """`serving.inject_error_rate` checked at startup: a number in [0, 1), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f"{bento}: serving.inject_error_rate must be a number in [0, 1), got {value!r}"
+        )
+    return float(value)
+
+
+def fault_draw(records: list[dict[str, Any]]) -> float:
+    """A number in [0, 1) fixed by the records' content: a call fails when it is below the rate."""
+    canonical = json.dumps(records, sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big") / 2**64

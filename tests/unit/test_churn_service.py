@@ -7,13 +7,16 @@ does those).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import math
 import re
 import subprocess
 import sys
 import textwrap
 import warnings
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -220,6 +223,67 @@ def test_a_malformed_body_is_a_400(client: TestClient, body: Any) -> None:
     else:
         response = client.post("/predict", json=body)
     assert response.status_code == 400
+
+
+# ---------------------------------------------------------------- fault injection
+
+
+def save_with_serving(trained_version: Any, version: str, **serving: Any) -> None:
+    """Save a trained model again as `churn-model:<version>`, with other serving knobs."""
+    spec = trained_version.spec
+    spec = dataclasses.replace(spec, version=version, serving={**spec.serving, **serving})
+    models.training_module(FAMILY_DIR).save(dataclasses.replace(trained_version, spec=spec))
+
+
+@pytest.fixture(scope="module")
+def drill(trained: dict[str, Any]) -> Any:
+    """v1's model served with `inject_error_rate: 0.2`, as a game day would configure it."""
+    save_with_serving(trained["v1"], "drill", inject_error_rate=0.2)
+    return load_service("drill").Churn.inner()
+
+
+def outcome(service: Any, record: dict[str, Any]) -> int | dict[str, Any]:
+    """The HTTP status BentoML answers an error with, or the response body."""
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        return predict(service, [record])
+    except BentoMLException as exc:  # BentoML's app answers with exc.error_code
+        return int(exc.error_code)
+
+
+def test_injected_faults_fail_their_share_of_calls_with_a_500(drill: Any) -> None:
+    records = [u.features() for u in population.population(500, seed=7)]
+    outcomes = [outcome(drill, r) for r in records]
+    failed = [o for o in outcomes if isinstance(o, int)]
+    assert set(failed) == {HTTPStatus.INTERNAL_SERVER_ERROR}
+    # Four standard errors of a binomial share: the draw is a hash, so this never flakes.
+    tolerance = 4 * math.sqrt(0.2 * 0.8 / len(records))
+    assert len(failed) / len(records) == pytest.approx(0.2, abs=tolerance)
+
+
+def test_the_same_inputs_always_fail_or_always_succeed(
+    drill: Any, services: dict[str, Any]
+) -> None:
+    records = [u.features() for u in population.population(100, seed=8)]
+    first = [outcome(drill, r) for r in records]
+    assert [outcome(drill, r) for r in records] == first
+    succeeded = [(r, o) for r, o in zip(records, first, strict=True) if not isinstance(o, int)]
+    assert 0 < len(succeeded) < len(records)
+    # A call the drill lets through gets the model's own answer, as without the knob.
+    for record, body in succeeded:
+        assert body["predictions"] == predict(services["v1"], [record])["predictions"]
+
+
+def test_no_faults_without_the_knob(services: dict[str, Any]) -> None:
+    assert {v: services[v].inject_error_rate for v in VERSIONS} == {"v1": 0.0, "v2": 0.0}
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, "0.2", True], ids=["one", "negative", "text", "bool"])
+def test_a_bad_error_rate_stops_the_service_at_startup(trained: dict[str, Any], rate: Any) -> None:
+    save_with_serving(trained["v1"], "badrate", inject_error_rate=rate)
+    with pytest.raises(ValueError, match=re.escape("serving.inject_error_rate must be a number")):
+        load_service("badrate").Churn.inner()
 
 
 # ---------------------------------------------------------------- the input schema
