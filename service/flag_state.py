@@ -156,6 +156,7 @@ def edit_flag_file(path: Path, move: Move) -> str:
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.indent(mapping=2, sequence=4, offset=2)  # the style of our flag files
+    yaml.width = 4096  # never re-wrap a line we did not change
     text = path.read_text(encoding="utf-8")
     data = yaml.load(text)
     data["default"] = move.doc["default"]
