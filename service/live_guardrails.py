@@ -3,13 +3,13 @@
 The guard reads these on every interval. Rates are aggregated in SQL; latencies and scores
 are read for the window (capped at `max_rows` per arm, newest first) for the p99 and the PSI.
 A rate guardrail breaches only when the canary is worse by more than its margin *and* the
-difference is significant (one-sided two-proportion z-test at the schedule's alpha), so a
-handful of unlucky requests at a 5% step does not roll a good version back.
+difference is significant (one-sided Fisher exact test at the schedule's alpha: exact, since
+early in a step the counts are small and a z-test would overstate the evidence), so a handful
+of unlucky requests at a 5% step does not roll a good version back.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,10 +148,6 @@ def _rate_check(
 
 
 def worse_p_value(bad_a: int, n_a: int, bad_b: int, n_b: int) -> float:
-    """One-sided p-value of "arm a's rate is above arm b's" (pooled two-proportion z-test)."""
-    pooled = (bad_a + bad_b) / (n_a + n_b)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    if se == 0:
-        return 0.0 if bad_a / n_a > bad_b / n_b else 1.0
-    z = (bad_a / n_a - bad_b / n_b) / se
-    return float(scipy_stats.norm.sf(z))
+    """One-sided p-value of "arm a's rate is above arm b's" (Fisher's exact test)."""
+    table = [[bad_a, n_a - bad_a], [bad_b, n_b - bad_b]]
+    return float(scipy_stats.fisher_exact(table, alternative="greater").pvalue)

@@ -1,5 +1,7 @@
 """`rollout decide apply|approve` in embedded mode: the checks before the first write, the
-edit of flags/ (comments kept), the audit trail. Server mode: tests/integration/test_guard_unleash.py.
+edit of flags/ (comments kept), the audit trail.
+
+Server mode is in tests/integration/test_guard_unleash.py.
 """
 
 from __future__ import annotations
