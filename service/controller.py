@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from service.audit import DECIDE, STATE_ACTIONS, AuditStore
+from service.config import Settings
 from service.errors import RolloutError, UnknownFlag
 from service.flag_definitions import FlagDefinition, FlagSet, RampSchedule, load_flags
 from service.flag_state import FlagLocation, history, record
@@ -164,7 +165,8 @@ def plan_decision(
             f"{decision.path} compares arms the flag does not have: {', '.join(unknown)} "
             f"(flag {definition.name} has {', '.join(sorted(known))})"
         )
-    if decision.generated_at < changed_at:
+    # Decisions record whole seconds: one made in the second of the change is not stale.
+    if decision.generated_at < int(changed_at):
         raise DecisionRefused(
             f"{decision.path} is stale: made at {_iso(decision.generated_at)}, but the flag "
             f"changed at {_iso(changed_at)}; run the report again"
@@ -185,6 +187,22 @@ def plan_decision(
             f"({', '.join(f'{s:g}' for s in schedule.steps)})"
         )
     return move(doc, schedule, action, to_step)
+
+
+def check_gates(chosen: Move, settings: Settings) -> None:
+    """A ramp or ship sends more users to the treatment: its bento must have passed its gates.
+
+    A bento this machine never built says nothing about its gates (as for `flags apply`).
+    """
+    from service.gates import NOT_BUILT, NOT_GATED, failed_gates
+
+    if chosen.action == "rollback":
+        return
+    gate = failed_gates([chosen.bento], settings).get(chosen.bento)
+    if gate and gate not in (NOT_BUILT, NOT_GATED):
+        raise DecisionRefused(
+            f"{chosen.bento} failed its quality gate '{gate}' and may not get more traffic"
+        )
 
 
 def apply_move(
@@ -238,6 +256,7 @@ def approve(
     actor: str,
     notifier: Notifier | None = None,
     dry_run: bool = False,
+    settings: Settings | None = None,
 ) -> tuple[Move, str]:
     """Apply the pending promotion of `definition`'s flag as `actor`; returns it and the diff.
 
@@ -257,6 +276,8 @@ def approve(
         )
     to_step = proposal.get("to_step") if proposal.get("action") == "ramp" else None
     chosen = move(doc, schedule_of(definition), str(proposal.get("action")), to_step)
+    if settings is not None:
+        check_gates(chosen, settings)
     if dry_run:
         return chosen, ""
     who = Who(actor, DECIDE, {**(pending.evidence or {}), "approved_by": actor})

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from service.audit import GUARD, STATE_ACTIONS, AuditStore
+from service.config import Settings
 from service.controller import (
     APPROVED,
     PAUSED,
@@ -35,6 +36,7 @@ from service.controller import (
     DecisionFile,
     Who,
     apply_move,
+    check_gates,
     plan_decision,
     schedule_of,
 )
@@ -81,11 +83,12 @@ class Guard:
         actor: str = GUARD_ACTOR,
         status_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
+        settings: Settings | None = None,
     ) -> None:
         self.definition, self.schedule = definition, schedule_of(definition)
         self.location, self.store, self.run_report = location, store, run_report
         self.notifier, self.actor, self.clock = notifier, actor, clock
-        self.status_dir = status_dir
+        self.status_dir, self.settings = status_dir, settings  # settings: for the gate check
         self.failures = 0
         # Only a throttle (a hold is not re-examined more often than the bake time), not state.
         self._last_report: tuple[float, float, DecisionFile] | None = None
@@ -174,6 +177,8 @@ class Guard:
                 reasons = "; ".join(decision.reasons) or decision.recommendation
                 return GuardStatus(self.flag, "holding", step, f"report says hold: {reasons}")
             why = f"report {decision.path}: {'; '.join(decision.reasons)}"
+        if self.settings is not None:
+            check_gates(chosen, self.settings)  # a failed gate comes out as an error status
         if chosen.action != "rollback" and self.schedule.approval:
             proposal = {
                 "action": chosen.action,

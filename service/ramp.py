@@ -37,6 +37,7 @@ class Move:
     to_step: float
     doc: Doc
     changes: tuple[str, ...]  # in words, e.g. "development strategy ab-test: rollout 80 -> 100"
+    bento: str = ""  # the treatment's bento: who gets more (or no) traffic
 
     def describe(self) -> str:
         return f"{self.action} {self.flag}: {_pct(self.from_step)} -> {_pct(self.to_step)}"
@@ -97,7 +98,8 @@ def move(doc: Doc, schedule: RampSchedule, action: str, to_step: float | None = 
     if not changes:
         raise RampError(f"flag {doc.get('flag')} is already at {_pct(target)}: nothing to {action}")
     reported = 100.0 if action == "ship" else target
-    return Move(action, str(doc.get("flag")), step, reported, new, tuple(changes))
+    bento = str(doc.get("variants", {}).get(schedule.treatment, ""))
+    return Move(action, str(doc.get("flag")), step, reported, new, tuple(changes), bento)
 
 
 def _required_next(step: float, schedule: RampSchedule, doc: Doc) -> float:

@@ -95,10 +95,15 @@ def simulate(
     *,
     concurrency: int = 16,
     seed: int = 7,
+    first_user: int = 0,
     progress: Callable[[str], None] = print,
 ) -> SimulationSummary:
-    """Send `users` users through `flag`'s predict endpoint and post their outcomes."""
-    people = pop.population(users)
+    """Send `users` users through `flag`'s predict endpoint and post their outcomes.
+
+    The users are the population's `first_user`-th onwards, so consecutive runs (one per
+    rollout step, say) can send fresh users; each user's outcome is the same in any run.
+    """
+    people = pop.population(first_user + users)[first_user:]
     p_churn = pop.churn_probabilities(pop.users_frame(people))
     client = _Client(selector_url, concurrency)
     client.check_ready()
@@ -114,7 +119,9 @@ def simulate(
                 return
             summary.variants[served.variant] += 1
             summary.reasons[served.reason] += 1
-            outcomes.append(_outcome(people[index], served, p_churn[index], flag, seed, index))
+            outcomes.append(
+                _outcome(people[index], served, p_churn[index], flag, seed, first_user + index)
+            )
             done = sum(summary.variants.values())
             if done % max(users // 10, 1) == 0:
                 progress(f"simulated {done}/{users} users")

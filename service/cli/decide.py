@@ -91,7 +91,14 @@ def decide_apply(
     ctx: click.Context, decision_file: Path, dry_run: bool, actor: str | None, url: str | None
 ) -> None:
     """Ramp, hold, roll back or ship the flag DECISION_FILE is about, as it recommends."""
-    from service.controller import DecisionFile, Who, apply_move, last_change, plan_decision
+    from service.controller import (
+        DecisionFile,
+        Who,
+        apply_move,
+        check_gates,
+        last_change,
+        plan_decision,
+    )
 
     decision = DecisionFile.load(decision_file)
     with _flag_home(ctx, decision.flag, url) as (definition, location, store):
@@ -101,6 +108,7 @@ def decide_apply(
         if chosen is None:
             click.echo(f"hold: {decision.flag} stays as it is ({'; '.join(decision.reasons)})")
             return
+        check_gates(chosen, settings_of(ctx))
         click.echo(("would " if dry_run else "") + chosen.describe() + f"  [{location.server}]")
         for change in chosen.changes:
             click.echo(f"  {change}")
@@ -138,7 +146,9 @@ def decide_approve(
     from service.controller import approve
 
     with _flag_home(ctx, flag, url) as (definition, location, store), _notifier() as notifier:
-        chosen, file_diff = approve(definition, location, store, _actor(actor), notifier, dry_run)
+        chosen, file_diff = approve(
+            definition, location, store, _actor(actor), notifier, dry_run, settings_of(ctx)
+        )
     click.echo(("would approve " if dry_run else "approved ") + chosen.describe())
     _print_diff(file_diff)
 
@@ -173,6 +183,7 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
             report,
             notifier=notifier,
             status_dir=settings.data_dir / "guard",
+            settings=settings,
         )
         if once:
             _show(guard_.tick())

@@ -28,11 +28,28 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 @click.option("--users", default=20_000, show_default=True, type=click.IntRange(1))
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 256))
 @click.option("--seed", default=7, show_default=True, type=int)
-def simulate(selector_url: str, flag: str, users: int, concurrency: int, seed: int) -> None:
+@click.option(
+    "--first-user",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Start at this user of the population (fresh users for each rollout step).",
+)
+def simulate(
+    selector_url: str, flag: str, users: int, concurrency: int, seed: int, first_user: int
+) -> None:
     """Drive synthetic users through the selector and post their outcomes."""
     from service.simulate import simulate as run
 
-    summary = run(selector_url, flag, users, concurrency=concurrency, seed=seed, progress=progress)
+    summary = run(
+        selector_url,
+        flag,
+        users,
+        concurrency=concurrency,
+        seed=seed,
+        first_user=first_user,
+        progress=progress,
+    )
     click.echo(summary.describe())
 
 
