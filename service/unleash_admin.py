@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NotRequired, Required, Self, TypedDict
@@ -206,6 +207,34 @@ class Event:
         )
 
 
+@dataclass(frozen=True)
+class FeatureLink:
+    """A link shown on the flag's page in the UI (``url`` as Unleash normalized it)."""
+
+    id: str
+    url: str
+    title: str
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> FeatureLink:
+        return cls(id=str(raw["id"]), url=raw["url"], title=raw.get("title") or "")
+
+
+@dataclass(frozen=True)
+class PersonalAccessToken:
+    """A user's personal access token as listed (its secret is only shown once, at creation)."""
+
+    id: int
+    description: str
+    expires_at: str
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> PersonalAccessToken:
+        return cls(
+            id=int(raw["id"]), description=raw.get("description") or "", expires_at=raw["expiresAt"]
+        )
+
+
 def _segment(value: str) -> str:
     """Quote one path segment (flag names may hold characters such as ``.``, ``:``)."""
     return quote(value, safe="")
@@ -230,6 +259,25 @@ class UnleashAdmin:
         self.timeout = timeout
         self._session = requests.Session()
         self._session.headers.update({"Authorization": token, "Accept": "application/json"})
+
+    @classmethod
+    def login(
+        cls, url: str, username: str, password: str, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> Self:
+        """A client acting as user ``username``, by password login and a session cookie.
+
+        This is how a user's personal access tokens are made (an API token cannot make them).
+        A wrong password raises UnleashAdminError (HTTP 401); the password is in no message.
+        """
+        client = cls(url, "", timeout=timeout)
+        del client._session.headers["Authorization"]
+        try:
+            body = {"username": username, "password": password}
+            client._request("POST", "/auth/simple/login", json=body)
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     def __repr__(self) -> str:
         return f"UnleashAdmin(url={self.url!r}, token='***')"
@@ -317,6 +365,26 @@ class UnleashAdmin:
         path = f"{_environment_path(project, name, environment)}/variants"
         return list(self._request("GET", path)["variants"])
 
+    def feature_links(self, project: str, name: str) -> list[FeatureLink]:
+        """The links on the flag's page (the feature's ``links``), oldest first."""
+        raw = self._request("GET", _feature_path(project, name))
+        return [FeatureLink.from_api(link) for link in raw.get("links") or []]
+
+    def set_feature_link(self, project: str, name: str, title: str, url: str) -> None:
+        """Point the flag's link titled ``title`` at ``url``, creating it if there is none.
+
+        One link per title, so repeated actions update it instead of piling up links
+        (Unleash allows 10 per flag). Unleash normalizes ``url`` (https when it has no scheme,
+        no ``www.``, no trailing slash); ``file://`` URLs are accepted as they are.
+        """
+        body = {"url": url, "title": title}
+        path = f"{_feature_path(project, name)}/link"
+        existing = next((lk for lk in self.feature_links(project, name) if lk.title == title), None)
+        if existing is None:
+            self._request("POST", path, json=body)
+        else:
+            self._request("PUT", f"{path}/{_segment(existing.id)}", json=body)
+
     # -- strategies -------------------------------------------------------------------------
 
     def list_strategies(self, project: str, name: str, environment: str) -> list[Strategy]:
@@ -389,6 +457,60 @@ class UnleashAdmin:
             return Segment.from_api(self._request("POST", "/api/admin/segments", json=body))
         self._request("PUT", f"/api/admin/segments/{existing.id}", json=body)
         return Segment.from_api(self._request("GET", f"/api/admin/segments/{existing.id}"))
+
+    # -- users and personal access tokens -----------------------------------------------------
+
+    def find_user(self, username: str) -> int | None:
+        """The id of the user whose username is exactly ``username``, or None (needs admin)."""
+        body = self._request("GET", "/api/admin/user-admin")
+        return next((int(u["id"]) for u in body["users"] if u.get("username") == username), None)
+
+    def create_user(self, username: str, password: str, root_role: str = "Editor") -> int:
+        """Create a password user (no email, no welcome email) and return its id.
+
+        If a user named ``username`` exists already it is left unchanged (password and root
+        role included) and its id is returned. ``root_role`` is ``Admin``, ``Editor`` or
+        ``Viewer``. The answer's invite link is dropped: it would let anyone set the password.
+        """
+        existing = self.find_user(username)
+        if existing is not None:
+            return existing
+        body = {
+            "username": username,
+            "name": username,
+            "password": password,
+            "rootRole": root_role,
+            "sendEmail": False,
+        }
+        return int(self._request("POST", "/api/admin/user-admin", json=body)["id"])
+
+    def set_user_password(self, user_id: int, password: str) -> None:
+        """Set user ``user_id``'s password (as an admin); ends the user's sessions.
+
+        Unleash requires 10+ characters with a lowercase and an uppercase letter, a digit and
+        a symbol, and no character three times in a row (else HTTP 400).
+        """
+        body = {"password": password}
+        self._request("POST", f"/api/admin/user-admin/{int(user_id)}/change-password", json=body)
+
+    def list_personal_access_tokens(self) -> list[PersonalAccessToken]:
+        """The logged-in user's personal access tokens (a client made by :meth:`login`)."""
+        body = self._request("GET", "/api/admin/user/tokens")
+        return [PersonalAccessToken.from_api(raw) for raw in body["pats"]]
+
+    def create_personal_access_token(self, description: str, expires_at: datetime) -> str:
+        """Create a personal access token for the logged-in user; returns its secret.
+
+        Needs a client made by :meth:`login`. ``description`` must be unique among the user's
+        tokens (HTTP 409 otherwise) and a user holds at most 10; ``expires_at`` must be
+        timezone-aware and in the future. The secret is shown only in this answer.
+        """
+        body = {"description": description, "expiresAt": expires_at.isoformat()}
+        return str(self._request("POST", "/api/admin/user/tokens", json=body)["secret"])
+
+    def delete_personal_access_token(self, token_id: int) -> None:
+        """Revoke the logged-in user's personal access token ``token_id``."""
+        self._request("DELETE", f"/api/admin/user/tokens/{int(token_id)}")
 
     # -- event log ----------------------------------------------------------------------------
 
