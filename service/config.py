@@ -26,6 +26,9 @@ class Settings:
     bentos_dir: Path = field(default_factory=lambda: _project_root() / "bentos")
     reports_dir: Path = field(default_factory=lambda: _project_root() / "reports")
     notebooks_dir: Path = field(default_factory=lambda: _project_root() / "notebooks")
+    # Where reports_dir is served over HTTP, for links from Unleash to a change's evidence
+    # (without it the links are file:// URLs, which browsers will not open from the UI).
+    reports_url: str | None = None
     environment: str = "development"
     app_name: str = "model-selector"
     # Server mode when set; embedded (flags/ compiled and loaded offline) otherwise.

@@ -10,6 +10,7 @@ the evidence, and the webhook hears about it. `hold` changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,9 @@ from service.flag_state import FlagLocation, history, record
 from service.notify import Notification, Notifier
 from service.ramp import Doc, Move, current_step, move
 from service.unleash_admin import UnleashAdmin
+
+log = logging.getLogger(__name__)
+EVIDENCE_LINK_TITLE = "rollout: evidence of the last change"
 
 # What each recommendation does to the flag; anything else (hold, keep, investigate) nothing.
 MOVES = {"ramp": "ramp", "ship": "ship", "rollback": "rollback"}
@@ -212,9 +216,19 @@ def apply_move(
     who: Who,
     why: str,
     notifier: Notifier | None = None,
+    evidence_url: str | None = None,
 ) -> str:
-    """Write `chosen`, audit it with its evidence, notify; returns the flags/ diff."""
+    """Write `chosen`, audit it with its evidence, link and notify; returns the flags/ diff.
+
+    The link (in Unleash: a feature link next to the flag) is best effort: the change is
+    made and audited whether or not it can be set.
+    """
     written = location.write(chosen)
+    if evidence_url:
+        try:
+            location.link(EVIDENCE_LINK_TITLE, evidence_url)
+        except RolloutError as exc:
+            log.warning("flag %s: could not link the evidence: %s", chosen.flag, exc.message)
     record(
         store,
         location.server,

@@ -58,6 +58,8 @@ class FlagLocation(Protocol):
 
     def write(self, move: Move) -> Written: ...
 
+    def link(self, title: str, url: str) -> None: ...
+
 
 def same_doc(a: Doc | None, b: Doc | None) -> bool:
     """Equal as rollouts: variant maps compare as maps, `ramp` (flags/-only) is ignored."""
@@ -84,6 +86,9 @@ class EmbeddedFlag:
     def write(self, move: Move) -> Written:
         diff = edit_flag_file(self.path, move)
         return Written(move.doc, diff)
+
+    def link(self, title: str, url: str) -> None:
+        """flags/ has no links: the audit row carries the evidence."""
 
 
 class ServerFlag:
@@ -127,6 +132,10 @@ class ServerFlag:
             state.segment_names,
         )
         return Written(after, edit_flag_file(Path(self.definition.file), move))
+
+    def link(self, title: str, url: str) -> None:
+        """Point the flag's link `title` at `url`, so the UI leads to the evidence."""
+        self.admin.set_feature_link(PROJECT, self.definition.name, title, url)
 
     def _restore(self, before: Any) -> None:
         """Put the flag back as it was before a write failed half-way (best effort)."""

@@ -230,7 +230,32 @@ class Guard:
 
     def _move(self, chosen: Any, why: str, evidence: dict[str, Any]) -> None:
         who = Who(self.actor, GUARD, evidence)
-        apply_move(chosen, self.location, self.store, who, why, self.notifier)
+        url = self._evidence_url(chosen, why, evidence)
+        apply_move(chosen, self.location, self.store, who, why, self.notifier, url)
+
+    def _evidence_url(self, chosen: Any, why: str, evidence: dict[str, Any]) -> str | None:
+        """Write the evidence beside the reports (reports/<flag>/<run>-guard/evidence.json);
+        the URL the flag's link should carry: the step's report, else that file."""
+        if self.settings is None:
+            return None
+        from service.guard_identity import report_url
+        from service.reports import new_run_dir
+
+        folder = new_run_dir(self.settings.reports_dir, self.flag, "guard")
+        path = folder / "evidence.json"
+        document = {
+            "flag": self.flag,
+            "action": chosen.action,
+            "why": why,
+            **evidence,
+            "changes": list(chosen.changes),
+            "actor": self.actor,
+        }
+        path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+        report = evidence.get("report")
+        target = Path(report).parent / "report.html" if report else path
+        target = target if target.exists() else path
+        return report_url(target, self.settings.reports_url, self.settings.reports_dir)
 
     def _record(self, action: str, what: str, **extra: Any) -> None:
         record(

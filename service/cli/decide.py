@@ -115,6 +115,7 @@ def decide_apply(
         if dry_run:
             return
         evidence = {"report": str(decision_file), "summary": decision.summary}
+        url = _report_link(settings_of(ctx), decision_file)
         with _notifier() as notifier:
             file_diff = apply_move(
                 chosen,
@@ -125,6 +126,19 @@ def decide_apply(
                 notifier,
             )
     _print_diff(file_diff)
+
+
+def _report_link(settings: Any, decision_file: Path) -> str | None:
+    """The URL of the decision's report (its HTML beside it), for the flag's link in Unleash."""
+    from service.errors import RolloutError
+    from service.guard_identity import report_url
+
+    html = decision_file.parent / "report.html"
+    try:
+        target = html if html.exists() else decision_file
+        return report_url(target, settings.reports_url, settings.reports_dir)
+    except RolloutError:
+        return None  # a report outside reports/ is not served at ROLLOUT_REPORTS_URL
 
 
 def _print_diff(file_diff: str) -> None:
@@ -192,12 +206,47 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         progress(f"guarding {flag} every {interval:g} s on {location.server}")
+        if location.server != "embedded" and not _token("ROLLOUT_GUARD_TOKEN"):
+            progress(
+                "warning: no ROLLOUT_GUARD_TOKEN(_FILE): acting with the admin token, so Unleash's "
+                "event log will not name the guard (create one: rollout guard token --out FILE)"
+            )
         guard_.run(interval, stop, _show)
 
 
 def _show(status: Any) -> None:
     step = "" if status.step is None else f" at {status.step:g}%"
     progress(f"{status.flag}: {status.state}{step}: {status.message}")
+
+
+@guard.command("token")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="File to write the token to (mode 0600); give it as ROLLOUT_GUARD_TOKEN_FILE.",
+)
+@click.option("--username", default="rollout-guard", show_default=True)
+@_url_option
+def guard_token(out: Path, username: str, url: str | None) -> None:
+    """Create the guard's Unleash user and personal access token (needs the admin token).
+
+    Every change the guard makes then shows in Unleash's event log as made by USERNAME.
+    A second run replaces the token (the old one stops working).
+    """
+    from service.guard_identity import create_guard_token
+    from service.unleash_admin import admin_from_environment
+
+    with admin_from_environment(url) as admin:
+        secret = create_guard_token(admin, username)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(secret + "\n")
+    click.echo(
+        f"wrote the token of Unleash user {username} to {out}; run the guard with "
+        f"ROLLOUT_GUARD_TOKEN_FILE={out}"
+    )
 
 
 @guard.command("status")

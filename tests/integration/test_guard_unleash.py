@@ -36,10 +36,12 @@ from service.flag_definitions import load_flags
 from service.flag_state import ServerFlag
 from service.flag_sync import create_context_fields, create_flag
 from service.guard import Guard
+from service.guard_identity import create_guard_token
 from service.notify import Notifier
 from service.processes import free_port, selector_process
 from service.reports import run_ab_report
 from service.simulate import simulate
+from service.unleash_admin import UnleashAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +201,7 @@ def guard_for(flag, folder, settings, unleash_admin, notifier=None) -> Guard:
         return run_ab_report(settings, progress=print, **options)
 
     location = ServerFlag(unleash_admin, definition, flag_set)
-    return Guard(definition, location, store, report, notifier=notifier)
+    return Guard(definition, location, store, report, notifier=notifier, settings=settings)
 
 
 def test_a_bad_canary_is_rolled_back_automatically(
@@ -210,7 +212,9 @@ def test_a_bad_canary_is_rolled_back_automatically(
     wait_for(lambda: flag_served(url, flag), 15, "the flag in the selector")
     webhook = Webhook()
     notifier = Notifier(webhook.url, backoff=0.05)
-    guard = guard_for(flag, folder, settings, unleash_admin, notifier)
+    # The guard acts as its own Unleash user, so the event log names it.
+    guard_admin = UnleashAdmin(unleash_admin.url, create_guard_token(unleash_admin))
+    guard = guard_for(flag, folder, settings, guard_admin, notifier)
     stop = threading.Event()
     guarding = threading.Thread(target=guard.run, args=(INTERVAL, stop), daemon=True)
     guarding.start()
@@ -256,6 +260,13 @@ def test_a_bad_canary_is_rolled_back_automatically(
     assert file_doc["environments"]["development"]["strategies"][0]["rollout"] == 0
     assert [b["action"] for b in webhook.bodies] == ["rollback"]
     assert webhook.bodies[0]["details"]["checks"]  # the evidence travels with it
+    # Unleash's own log names the guard, and the flag links to the evidence it acted on.
+    strategy_events = [e for e in unleash_admin.get_events(flag) if "strategy" in e.type]
+    assert strategy_events[0].created_by == "rollout-guard", strategy_events[0]
+    links = unleash_admin.feature_links("default", flag)
+    assert len(links) == 1 and links[0].url.endswith("evidence.json"), links
+    evidence = json.loads(Path(links[0].url.removeprefix("file://")).read_text())
+    assert evidence["action"] == "rollback" and evidence["checks"]
 
 
 def _definition(folder: Path, flag: str):
@@ -355,6 +366,20 @@ def test_a_persons_change_pauses_the_guard_and_decide_apply_changes_server_and_f
     audit = cli("audit", flag)
     assert "carol" in audit.output and "rollout 10 -> 0" in audit.output
     assert guard_for(flag, folder, settings, unleash_admin).tick().state == "paused"
+
+    # The same through the commands an operator runs, with the guard's own token.
+    token_file = tmp_path / "guard-token"
+    made = cli("guard", "token", "--out", str(token_file))
+    assert made.exit_code == 0 and token_file.stat().st_mode & 0o777 == 0o600, made.output
+    assert token_file.read_text().strip() not in made.output  # never printed
+    monkeypatch.setenv("ROLLOUT_GUARD_TOKEN_FILE", str(token_file))
+    once = cli("guard", "run", flag, "--once")
+    assert once.exit_code == 0 and "paused" in once.output, once.output
+    status = json.loads(cli("guard", "status", flag).output)
+    assert status["state"] == "paused"
+    assert cli("guard", "resume", flag, "--actor", "dave").exit_code == 0
+    once = cli("guard", "run", flag, "--once")
+    assert "idle" in once.output, once.output  # rolled back to 0%: nothing to guard
 
 
 def _now() -> str:
