@@ -75,6 +75,7 @@ def run_demo(
         window_start=window_start,
         expected_split=EXPECTED_SPLIT,
         current_step=flag.rollout_percent(settings.environment, "treatment"),
+        ramp_steps=",".join(f"{s:g}" for s in flag.ramp.steps) if flag.ramp else "5,25,50,100",
         progress=progress,
     )
     return DemoResult(report, summary, time.perf_counter() - started)

@@ -101,8 +101,11 @@ def _window(window: str | None, options: dict[str, Any]) -> dict[str, str | None
         raise click.BadParameter(exc.message, param_hint="--window") from exc
 
 
-def print_report(result: Any) -> None:
-    """Print where the report is and what it decided; exit 3 when data was missing."""
+def print_report(result: Any, *, exit: bool = True) -> int:
+    """Print where the report is and what it decided; exit 3 when data was missing.
+
+    With `exit=False` the exit code is returned instead, for callers with more to print.
+    """
     from service.reports import exit_code
 
     decision = result.decision
@@ -111,5 +114,6 @@ def print_report(result: Any) -> None:
     for reason in decision.get("reasons", []):
         click.echo(f"  - {reason}")
     code = exit_code(decision)
-    if code:
+    if code and exit:
         sys.exit(code)
+    return code

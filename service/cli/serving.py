@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from service.cli.base import main, progress, settings_of
@@ -65,5 +68,29 @@ def demo(ctx: click.Context, users: int, concurrency: int) -> None:
     from service.demo import run_demo
 
     result = run_demo(settings_of(ctx), users=users, concurrency=concurrency, progress=progress)
-    print_report(result.report)
+    code = print_report(result.report, exit=False)
+    _show_how_to_apply(ctx, result.report.output_dir / "decision.json")
     click.echo(f"done in {result.seconds:.0f}s")
+    if code:
+        sys.exit(code)
+
+
+def _show_how_to_apply(ctx: click.Context, decision_path: Path) -> None:
+    """What applying the decision to flags/ would change: the loop's last step, in words."""
+    from service.controller import DecisionFile, flag_definition, plan_decision
+    from service.errors import RolloutError
+    from service.flag_sync import flag_doc
+
+    try:
+        decision = DecisionFile.load(decision_path)
+        definition, _ = flag_definition(decision.flag, settings_of(ctx).flags_dir)
+        chosen = plan_decision(decision, definition, flag_doc(definition), changed_at=0)
+    except RolloutError as exc:
+        click.echo(f"apply:    not applicable as it stands ({exc.message})")
+        return
+    if chosen is None:
+        click.echo("apply:    nothing to change (hold)")
+        return
+    click.echo(f"apply:    rollout decide apply {decision_path}   # {chosen.describe()}")
+    for change in chosen.changes:
+        click.echo(f"            {change} (flags/{Path(definition.file).name})")
