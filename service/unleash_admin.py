@@ -579,16 +579,20 @@ def admin_from_environment(url: str | None = None) -> UnleashAdmin:
     return UnleashAdmin(url.rstrip("/").removesuffix("/api"), _admin_token())
 
 
-def _admin_token() -> str:
-    token = os.environ.get("UNLEASH_ADMIN_TOKEN", "").strip()
-    path = os.environ.get("UNLEASH_ADMIN_TOKEN_FILE")
+def token_from_environment(name: str) -> str | None:
+    """The token in $NAME, else in the file $NAME_FILE names; None when neither is set."""
+    token = os.environ.get(name, "").strip()
+    path = os.environ.get(f"{name}_FILE")
     if not token and path:
         try:
             token = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(
-                f"cannot read UNLEASH_ADMIN_TOKEN_FILE {path}: {exc.strerror}"
-            ) from exc
+            raise ConfigError(f"cannot read {name}_FILE {path}: {exc.strerror}") from exc
+    return token or None
+
+
+def _admin_token() -> str:
+    token = token_from_environment("UNLEASH_ADMIN_TOKEN")
     if not token:
         raise ConfigError(
             "no Unleash admin token: set UNLEASH_ADMIN_TOKEN or UNLEASH_ADMIN_TOKEN_FILE "

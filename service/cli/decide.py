@@ -42,7 +42,7 @@ def _flag_home(
     from service.controller import flag_definition
     from service.events import create_engine
     from service.flag_state import EmbeddedFlag, ServerFlag
-    from service.unleash_admin import UnleashAdmin, admin_from_environment
+    from service.unleash_admin import UnleashAdmin, admin_from_environment, token_from_environment
 
     settings = settings_of(ctx)
     definition, flag_set = flag_definition(flag, settings.flags_dir)
@@ -51,7 +51,7 @@ def _flag_home(
     if not server:
         yield definition, EmbeddedFlag(definition, flag_set), store
         return
-    token = _token(token_env) if token_env else None
+    token = token_from_environment(token_env) if token_env else None
     admin = (
         UnleashAdmin(server.rstrip("/").removesuffix("/api"), token)
         if token
@@ -59,15 +59,6 @@ def _flag_home(
     )
     with admin:
         yield definition, ServerFlag(admin, definition, flag_set), store
-
-
-def _token(name: str) -> str | None:
-    """The token in $NAME or in the file $NAME_FILE names; never printed."""
-    token = os.environ.get(name, "").strip()
-    path = os.environ.get(f"{name}_FILE")
-    if not token and path:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    return token or None
 
 
 def _notifier() -> Any:
@@ -182,6 +173,7 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
     """Guard FLAG until stopped (SIGINT or SIGTERM): roll back on a breach, promote when due."""
     from service.guard import Guard
     from service.reports import run_ab_report
+    from service.unleash_admin import token_from_environment
 
     settings = settings_of(ctx)
 
@@ -206,7 +198,7 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         progress(f"guarding {flag} every {interval:g} s on {location.server}")
-        if location.server != "embedded" and not _token("ROLLOUT_GUARD_TOKEN"):
+        if location.server != "embedded" and not token_from_environment("ROLLOUT_GUARD_TOKEN"):
             progress(
                 "warning: no ROLLOUT_GUARD_TOKEN(_FILE): acting with the admin token, so Unleash's "
                 "event log will not name the guard (create one: rollout guard token --out FILE)"
