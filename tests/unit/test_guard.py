@@ -7,6 +7,7 @@ Unleash, real bentos and real reports in tests/integration/test_guard_unleash.py
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -222,3 +223,42 @@ def test_no_guardrail_can_breach_before_the_minimum_sample(world, settings) -> N
     canary = arm_traffic(engine, "nothing", "canary", 0)
     control = arm_traffic(engine, "nothing", "default", 0)
     assert check_guardrails(canary, control, Guardrails()) == []
+
+
+class Unreachable:
+    """A flag home whose server is down: every read fails like the Admin API client does."""
+
+    server = "http://127.0.0.1:9"
+
+    def read(self):
+        from service.errors import UnleashAdminError
+
+        raise UnleashAdminError("cannot reach the Unleash Admin API at http://127.0.0.1:9")
+
+    def write(self, move):
+        raise AssertionError("nothing may be written while the server cannot be read")
+
+    def link(self, title, url):
+        raise AssertionError("no link without a change")
+
+
+def test_an_unreachable_server_is_an_error_status_with_back_off(world, tmp_path) -> None:
+    _guard, _traffic, _step, store, folder = world()
+    definition = load_flags(folder).flags["churn-canary"]
+    guard = Guard(definition, Unreachable(), store, FakeReport(), status_dir=tmp_path / "guard")
+    first, second = guard.tick(), guard.tick()
+    assert (first.state, second.state) == ("error", "error")
+    assert "cannot reach" in second.message and second.failures_in_a_row == 2
+    saved = json.loads((tmp_path / "guard" / "churn-canary.json").read_text())
+    assert saved["state"] == "error" and saved["failures_in_a_row"] == 2
+    waits = []
+
+    class Stop:
+        def is_set(self) -> bool:
+            return len(waits) >= 3
+
+        def wait(self, seconds: float) -> None:
+            waits.append(seconds)
+
+    guard.run(1.0, Stop())
+    assert waits == [8.0, 16.0, 32.0]  # doubling from the 2 failures already seen
