@@ -72,6 +72,31 @@ class AuditEntry:
         return datetime.fromtimestamp(self.ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One row our own tools wrote (not one copied from Unleash), as the controller reads it."""
+
+    ts: float
+    source: str
+    actor: str
+    action: str
+    what: str
+    why: str
+    state: Any
+    evidence: Any
+
+    @property
+    def changed_flag(self) -> bool:
+        return self.action in STATE_ACTIONS
+
+    @property
+    def doc(self) -> dict[str, Any] | None:
+        """The flag document the change left, when the row holds one (a rollback's row
+        holds its before/after summary instead)."""
+        is_doc = isinstance(self.state, dict) and "environments" in self.state
+        return self.state if self.changed_flag and is_doc else None
+
+
 class AuditStore:
     """Reads and writes the audit table; the engine is the event store's."""
 
@@ -79,23 +104,74 @@ class AuditStore:
         self.engine = engine
         metadata.create_all(engine, tables=[flag_audit, exposures])
 
+    def record(
+        self,
+        server: str,
+        flag: str,
+        *,
+        source: str,
+        actor: str,
+        action: str,
+        what: str,
+        why: str = "",
+        state: Any = None,
+        evidence: Any = None,
+    ) -> None:
+        """One row: `state` is the flag document a change left, `evidence` what caused it."""
+        row = {
+            "ts": time.time(),
+            "flag": flag,
+            "source": source,
+            "actor": actor,
+            "action": action,
+            "what": what,
+            "why": why,
+            "server": server,
+            "state": state,
+            "evidence": evidence,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(flag_audit.insert(), [row])
+
     def record_apply(
         self, server: str, flag: str, actor: str, why: str, what: Iterable[str], state: Any
     ) -> None:
         """Record one apply of `flag`, and its state on the server right after it."""
-        row = {
-            "ts": time.time(),
-            "flag": flag,
-            "source": APPLY,
-            "actor": actor,
-            "action": APPLY,
-            "what": "\n".join(what) or "baseline recorded (the server already matched flags/)",
-            "why": why,
-            "server": server,
-            "state": state,
-        }
-        with self.engine.begin() as conn:
-            conn.execute(flag_audit.insert(), [row])
+        what_text = "\n".join(what) or "baseline recorded (the server already matched flags/)"
+        self.record(
+            server,
+            flag,
+            source=APPLY,
+            actor=actor,
+            action=APPLY,
+            what=what_text,
+            why=why,
+            state=state,
+        )
+
+    def history(self, server: str, flag: str) -> list[Recorded]:
+        """The rows our tools wrote for `flag` on `server`, oldest first."""
+        query = (
+            sa.select(flag_audit)
+            .where(flag_audit.c.flag == flag, flag_audit.c.server == server)
+            .where(flag_audit.c.unleash_event_id.is_(None))
+            .order_by(flag_audit.c.ts, flag_audit.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            Recorded(
+                r["ts"],
+                r["source"],
+                r["actor"],
+                r["action"],
+                r["what"],
+                r["why"] or "",
+                r["state"],
+                r["evidence"],
+            )
+            for r in rows
+        ]
 
     def last_applied_state(self, server: str, flag: str) -> Any:
         """The flag's document as our last write to `server` left it (an apply, or a ramp,

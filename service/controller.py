@@ -20,7 +20,7 @@ from service.audit import DECIDE, STATE_ACTIONS, AuditStore
 from service.config import Settings
 from service.errors import RolloutError, UnknownFlag
 from service.flag_definitions import FlagDefinition, FlagSet, RampSchedule, load_flags
-from service.flag_state import FlagLocation, history, record
+from service.flag_state import FlagLocation
 from service.notify import Notification, Notifier
 from service.ramp import Doc, Move, current_step, move
 from service.unleash_admin import UnleashAdmin
@@ -138,7 +138,7 @@ def flag_definition(flag: str, flags_dir: Path) -> tuple[FlagDefinition, FlagSet
 
 def last_change(store: AuditStore, location: FlagLocation, flag: str) -> float:
     """When the flag last changed: our own writes, and (on a server) its event log."""
-    times = [r.ts for r in history(store, location.server, flag) if r.changed_flag]
+    times = [r.ts for r in store.history(location.server, flag) if r.changed_flag]
     admin: UnleashAdmin | None = getattr(location, "admin", None)
     if admin is not None:
         events = [e for e in admin.get_events(flag, limit=20) if _changes_flag(e.type)]
@@ -229,8 +229,7 @@ def apply_move(
             location.link(EVIDENCE_LINK_TITLE, evidence_url)
         except RolloutError as exc:
             log.warning("flag %s: could not link the evidence: %s", chosen.flag, exc.message)
-    record(
-        store,
+    store.record(
         location.server,
         chosen.flag,
         source=who.source,
@@ -256,7 +255,7 @@ def _iso(epoch: float) -> str:
 
 def pending_promotion(store: AuditStore, location: FlagLocation, flag: str) -> Any:
     """The guard's promotion that waits for a person, or None (a later change cancels it)."""
-    rows = history(store, location.server, flag)
+    rows = store.history(location.server, flag)
     latest = next(
         (r for r in reversed(rows) if r.action in (PENDING, APPROVED, *STATE_ACTIONS)), None
     )
@@ -295,8 +294,7 @@ def approve(
     if dry_run:
         return chosen, ""
     who = Who(actor, DECIDE, {**(pending.evidence or {}), "approved_by": actor})
-    record(
-        store,
+    store.record(
         location.server,
         definition.name,
         source=DECIDE,

@@ -6,9 +6,9 @@ service.flag_sync, so a ramp is validated before the first write exactly like an
 read and write *flag documents* (service.ramp), and after every write the flags/ file is
 edited to match, touching only the changed keys (comments and layout stay).
 
-Every write is recorded in the audit table with the document it left behind: that is the
-baseline the guard compares with to notice a person's change, and `rollout flags plan`'s drift
-baseline too.
+Callers record every write in the audit table (service.audit) with the document it left
+behind: that is the baseline the guard compares with to notice a person's change, and
+`rollout flags plan`'s drift baseline too.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ import difflib
 import io
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from service.audit import STATE_ACTIONS, AuditStore, flag_audit
 from service.flag_definitions import FlagDefinition, FlagSet, flag_from_document
 from service.flag_sync import (
     PROJECT,
@@ -200,80 +197,3 @@ def _replace(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- the audit trail of moves
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One audit row of a flag, as the controller reads it back."""
-
-    ts: float
-    source: str
-    actor: str
-    action: str
-    what: str
-    why: str
-    state: Any
-    evidence: Any
-
-    @property
-    def changed_flag(self) -> bool:
-        return self.action in STATE_ACTIONS
-
-
-def record(
-    store: AuditStore,
-    server: str,
-    flag: str,
-    *,
-    source: str,
-    actor: str,
-    action: str,
-    what: str,
-    why: str = "",
-    state: Doc | None = None,
-    evidence: Any = None,
-    ts: float | None = None,
-) -> None:
-    """One audit row; `state` is the flag document after a change, `evidence` why."""
-    row = {
-        "ts": ts if ts is not None else time.time(),
-        "flag": flag,
-        "source": source,
-        "actor": actor,
-        "action": action,
-        "what": what,
-        "why": why,
-        "server": server,
-        "state": state,
-        "evidence": evidence,
-    }
-    with store.engine.begin() as conn:
-        conn.execute(flag_audit.insert(), [row])
-
-
-def history(store: AuditStore, server: str, flag: str) -> list[Recorded]:
-    """The flag's audit rows on `server` written by our tools, oldest first."""
-    query = (
-        sa.select(flag_audit)
-        .where(flag_audit.c.flag == flag, flag_audit.c.server == server)
-        .where(flag_audit.c.unleash_event_id.is_(None))
-        .order_by(flag_audit.c.ts, flag_audit.c.id)
-    )
-    with store.engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
-    return [
-        Recorded(
-            r["ts"],
-            r["source"],
-            r["actor"],
-            r["action"],
-            r["what"],
-            r["why"],
-            r["state"],
-            r["evidence"],
-        )
-        for r in rows
-    ]

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.audit import GUARD, STATE_ACTIONS, AuditStore
+from service.audit import GUARD, STATE_ACTIONS, AuditStore, Recorded
 from service.config import Settings
 from service.controller import (
     APPROVED,
@@ -42,7 +42,7 @@ from service.controller import (
 )
 from service.errors import RolloutError
 from service.flag_definitions import FlagDefinition, RampSchedule
-from service.flag_state import FlagLocation, Recorded, history, record, same_doc
+from service.flag_state import FlagLocation, same_doc
 from service.flag_sync import diff
 from service.live_guardrails import arm_traffic, check_guardrails
 from service.notify import Notification, Notifier
@@ -114,7 +114,7 @@ class Guard:
 
     def _tick(self) -> GuardStatus:
         doc = self.location.read()
-        rows = history(self.store, self.location.server, self.flag)
+        rows = self.store.history(self.location.server, self.flag)
         switch = _latest(rows, (PAUSED, RESUMED))
         if switch is not None and switch.action == PAUSED:
             return GuardStatus(self.flag, "paused", None, "paused: run `rollout guard resume`")
@@ -122,7 +122,7 @@ class Guard:
         if baseline is None:
             self._record("baseline", "guard started: baseline recorded", state=doc)
             return GuardStatus(self.flag, "holding", current_step(doc, self.schedule), "baseline")
-        if not same_doc(doc, baseline.state):
+        if not same_doc(doc, baseline.doc):
             return self._pause(doc, baseline)
         step = current_step(doc, self.schedule)
         if step <= 0:
@@ -133,7 +133,8 @@ class Guard:
         s = self.schedule
         canary = arm_traffic(self.store.engine, self.flag, s.treatment, since)
         control = arm_traffic(self.store.engine, self.flag, s.control, start)
-        checks = check_guardrails(canary, control, s.guardrails)
+        concurrent = arm_traffic(self.store.engine, self.flag, s.control, since)
+        checks = check_guardrails(canary, control, s.guardrails, concurrent)
         readings = [asdict(c) for c in checks]
         evidence: dict[str, Any] = {
             "checks": readings,
@@ -148,7 +149,7 @@ class Guard:
         waiting = self._baking(step, since, canary.users, control.users)
         if waiting:
             return GuardStatus(self.flag, "holding", step, waiting, checks=readings)
-        rows = history(self.store, self.location.server, self.flag)
+        rows = self.store.history(self.location.server, self.flag)
         pending = _latest(rows, (PENDING, APPROVED, *STATE_ACTIONS))
         if pending is not None and pending.action == PENDING:
             return GuardStatus(self.flag, "pending", step, "promotion waits for approval")
@@ -222,7 +223,7 @@ class Guard:
     # ------------------------------------------------------------------ actions
 
     def _pause(self, doc: Doc, baseline: Recorded) -> GuardStatus:
-        changes = diff(baseline.state, doc) or ["the flag differs from the guard's last write"]
+        changes = diff(baseline.doc, doc) or ["the flag differs from the guard's last write"]
         what = "a person changed the flag; the guard pauses:\n" + "\n".join(changes)
         self._record(PAUSED, what, why="never fight a person")
         self._notify(PAUSED, what, {"changes": changes})
@@ -258,8 +259,7 @@ class Guard:
         return report_url(target, self.settings.reports_url, self.settings.reports_dir)
 
     def _record(self, action: str, what: str, **extra: Any) -> None:
-        record(
-            self.store,
+        self.store.record(
             self.location.server,
             self.flag,
             source=GUARD,
@@ -315,9 +315,8 @@ def expected_split(doc: Doc, schedule: RampSchedule, step: float) -> str | None:
 
 def resume(store: AuditStore, server: str, flag: str, actor: str, doc: Doc) -> None:
     """Resume a paused guard; the flag as it is now becomes its baseline."""
-    record(store, server, flag, source=GUARD, actor=actor, action=RESUMED, what="resumed")
-    record(
-        store,
+    store.record(server, flag, source=GUARD, actor=actor, action=RESUMED, what="resumed")
+    store.record(
         server,
         flag,
         source=GUARD,
@@ -333,14 +332,14 @@ def _latest(rows: list[Recorded], actions: tuple[str, ...]) -> Recorded | None:
 
 
 def _latest_change(rows: list[Recorded]) -> Recorded | None:
-    return next((r for r in reversed(rows) if r.changed_flag and r.state is not None), None)
+    return next((r for r in reversed(rows) if r.doc is not None), None)
 
 
 def _rollout_start(rows: list[Recorded], schedule: RampSchedule) -> float:
     """When the canary last went from 0% to serving: control is measured since then."""
     start = None
-    for row in reversed([r for r in rows if r.changed_flag and r.state is not None]):
-        if current_step(row.state, schedule) <= 0:
+    for row in reversed([r for r in rows if r.doc is not None]):
+        if current_step(row.doc, schedule) <= 0:  # type: ignore[arg-type]
             break
         start = row.ts
     return start if start is not None else 0.0

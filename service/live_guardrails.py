@@ -87,9 +87,17 @@ def arm_traffic(
 
 
 def check_guardrails(
-    canary: ArmTraffic, control: ArmTraffic, limits: Guardrails
+    canary: ArmTraffic,
+    control: ArmTraffic,
+    limits: Guardrails,
+    concurrent_control: ArmTraffic | None = None,
 ) -> list[GuardrailCheck]:
-    """Every configured guardrail; none can breach before both arms have `min_requests`."""
+    """Every configured guardrail; none can breach before both arms have `min_requests`.
+
+    Rates compare with `control` (since the rollout began); latency depends on the load of
+    the moment, so it compares only with `concurrent_control` (control over the canary's own
+    window) and is skipped when that has fewer than `min_requests` (at 100%, say).
+    """
     if min(canary.requests, control.requests) < limits.min_requests:
         return []
     checks = []
@@ -99,19 +107,12 @@ def check_guardrails(
     ):
         if margin is not None:
             checks.append(_rate_check(name, canary, control, margin, limits.alpha))
-    if limits.latency_p99_ratio is not None and canary.latency_p99_ms and control.latency_p99_ms:
-        ratio = canary.latency_p99_ms / control.latency_p99_ms
-        checks.append(
-            GuardrailCheck(
-                "latency_p99_ratio",
-                canary.latency_p99_ms,
-                control.latency_p99_ms,
-                limits.latency_p99_ratio,
-                ratio > limits.latency_p99_ratio,
-                f"p99 {canary.latency_p99_ms:.1f} ms vs {control.latency_p99_ms:.1f} ms "
-                f"(x{ratio:.2f}, limit x{limits.latency_p99_ratio:g})",
-            )
-        )
+    now = concurrent_control if concurrent_control is not None else control
+    comparable = (
+        now.requests >= limits.min_requests and canary.latency_p99_ms and now.latency_p99_ms
+    )
+    if comparable and limits.latency_p99_ratio is not None:
+        checks.append(_latency_check(canary, now, limits.latency_p99_ratio))
     if limits.prediction_psi is not None and canary.predictions and control.predictions:
         psi = numeric_drift("prediction", control.predictions, canary.predictions).psi
         checks.append(
@@ -125,6 +126,20 @@ def check_guardrails(
             )
         )
     return checks
+
+
+def _latency_check(canary: ArmTraffic, control: ArmTraffic, limit: float) -> GuardrailCheck:
+    assert canary.latency_p99_ms and control.latency_p99_ms
+    ratio = canary.latency_p99_ms / control.latency_p99_ms
+    return GuardrailCheck(
+        "latency_p99_ratio",
+        canary.latency_p99_ms,
+        control.latency_p99_ms,
+        limit,
+        ratio > limit,
+        f"p99 {canary.latency_p99_ms:.1f} ms vs {control.latency_p99_ms:.1f} ms over the same "
+        f"window (x{ratio:.2f}, limit x{limit:g})",
+    )
 
 
 def _rate_check(

@@ -321,24 +321,21 @@ def record(rollback: Rollback, settings: Settings) -> Path:
 
 
 def _record_in_audit_table(entry: dict[str, Any], settings: Settings) -> None:
-    from service.audit import AuditStore, flag_audit
+    from service.audit import AuditStore
     from service.events import create_engine
 
-    row = {
-        "ts": datetime.fromisoformat(entry["time"]).timestamp(),
-        "flag": entry["flag"],
-        "source": "rollback",
-        "actor": entry["actor"],
-        "action": "rollback",
-        "what": "\n".join(entry["changes"]) or f"-> {entry['target']}",
-        "why": entry["reason"],
-        "server": settings.unleash_url or "embedded",
-        "state": {"before": entry["before"], "target": entry["target"]},
-    }
     engine = create_engine(settings.event_store_url)
     try:
-        with AuditStore(engine).engine.begin() as conn:
-            conn.execute(flag_audit.insert(), [row])
+        AuditStore(engine).record(
+            settings.unleash_url or "embedded",
+            entry["flag"],
+            source="rollback",
+            actor=entry["actor"],
+            action="rollback",
+            what="\n".join(entry["changes"]) or f"-> {entry['target']}",
+            why=entry["reason"],
+            state={"before": entry["before"], "target": entry["target"]},
+        )
     finally:
         engine.dispose()
 

@@ -262,3 +262,19 @@ def test_an_unreachable_server_is_an_error_status_with_back_off(world, tmp_path)
 
     guard.run(1.0, Stop())
     assert waits == [8.0, 16.0, 32.0]  # doubling from the 2 failures already seen
+
+
+def test_latency_compares_only_with_control_over_the_same_window() -> None:
+    from service.live_guardrails import ArmTraffic
+
+    def arm(name: str, requests: int, p99: float) -> ArmTraffic:
+        return ArmTraffic(name, requests, requests, 0, 0, p99, ())
+
+    limits = Guardrails(prediction_psi=None)
+    canary, earlier = arm("canary", 400, 90.0), arm("default", 4000, 30.0)
+    # At 100% no control is served alongside: an earlier, quieter window says nothing.
+    names = [c.name for c in check_guardrails(canary, earlier, limits, arm("default", 0, 0))]
+    assert names == ["error_rate", "fallback_rate"]
+    slow = check_guardrails(canary, earlier, limits, arm("default", 400, 30.0))[-1]
+    assert (slow.name, slow.breached) == ("latency_p99_ratio", True)
+    assert "same window" in slow.detail
