@@ -205,10 +205,9 @@ def _replace(path: Path, text: str) -> None:
 
 def admin_token() -> str:
     """The admin token from UNLEASH_ADMIN_TOKEN or UNLEASH_ADMIN_TOKEN_FILE (never printed)."""
-    token = os.environ.get("UNLEASH_ADMIN_TOKEN", "").strip()
-    token_file = os.environ.get("UNLEASH_ADMIN_TOKEN_FILE")
-    if not token and token_file:
-        token = Path(token_file).read_text(encoding="utf-8").strip()
+    from service.unleash_admin import token_from_environment
+
+    token = token_from_environment("UNLEASH_ADMIN_TOKEN")
     if not token:
         raise ConfigError(
             "server mode needs an Unleash admin token: set UNLEASH_ADMIN_TOKEN or "
