@@ -31,8 +31,8 @@ import pandas as pd
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from service import population  # noqa: E402
-from service.models import VersionSpec, load_versions  # noqa: E402
+from service.registry import population  # noqa: E402
+from service.registry.versions import VersionSpec, load_versions  # noqa: E402
 
 VERSIONS_PATH = Path(__file__).with_name("versions.yaml")
 PROBE_ROWS = 2_000

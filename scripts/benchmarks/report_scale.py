@@ -3,7 +3,7 @@
 Generates `--exposures` exposures (two per user on average, 50:50 control/treatment, a planted
 +2 pp effect, 1% errors, latencies) with retained outcomes, bulk-loads them into a fresh
 SQLite file or a fresh PostgreSQL database (created and dropped here), then runs
-`service.reports.run_ab_report` and prints the timings as JSON.
+`service.analysis.reports.run_ab_report` and prints the timings as JSON.
 
     .venv/bin/python scripts/benchmarks/report_scale.py --exposures 1000000
     .venv/bin/python scripts/benchmarks/report_scale.py --exposures 10000000 --backend postgresql
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from service.analysis.reports import run_ab_report
 from service.config import Settings
-from service.events import create_engine
-from service.reports import run_ab_report
-from service.unleash_server import PostgresServer
+from service.harness.unleash_server import PostgresServer
+from service.store.events import create_engine
 
 FLAG = "bench-model"
 T0 = 1_793_577_600.0

@@ -5,7 +5,7 @@
 1. `predict` through `rollout serve` (gunicorn, 2 workers) versus the same `bentoml serve`
    bento called directly, by the same client at the same concurrency: p50/p99 latency, the
    latency the selector adds, and the throughput ratio.
-2. The routing decision alone (`service.routing.decide`) versus a bare
+2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags.
 3. Events written per second by the event writer (SQLite by default, `--database-url` for
    PostgreSQL).
@@ -29,16 +29,16 @@ from pathlib import Path
 
 import urllib3
 
-from service.bento_process import BentoProcess
-from service.catalog import BentoCatalog
 from service.config import Settings
-from service.events import EventWriter, Exposure, create_engine
-from service.flag_client import FlagClient
-from service.flag_definitions import load_flags
-from service.models import build_all
-from service.population import population
+from service.flags.definitions import load_flags
 from service.processes import free_port, selector_process
-from service.routing import decide
+from service.registry.bento_process import BentoProcess
+from service.registry.population import population
+from service.registry.versions import build_all
+from service.serving.catalog import BentoCatalog
+from service.serving.flag_client import FlagClient
+from service.serving.routing import decide
+from service.store.events import EventWriter, Exposure, create_engine
 
 FLAG = """
 flag: bench

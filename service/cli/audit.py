@@ -19,9 +19,9 @@ from service.cli.base import main, settings_of
 @click.pass_context
 def audit(ctx: click.Context, flag: str, url: str | None, offline: bool) -> None:
     """List the recorded changes of FLAG, oldest first, with exposures before and after each."""
-    from service.audit import AuditStore
-    from service.events import create_engine
-    from service.unleash_admin import admin_from_environment
+    from service.flags.audit import AuditStore
+    from service.flags.unleash_admin import admin_from_environment
+    from service.store.events import create_engine
 
     store = AuditStore(create_engine(settings_of(ctx).event_store_url))
     if not offline:

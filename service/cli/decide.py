@@ -38,11 +38,15 @@ def _flag_home(
     ctx: click.Context, flag: str, url: str | None, token_env: str | None = None
 ) -> Iterator[Any]:
     """(definition, location, store) for FLAG, in server or embedded mode."""
-    from service.audit import AuditStore
-    from service.controller import flag_definition
-    from service.events import create_engine
-    from service.flag_state import EmbeddedFlag, ServerFlag
-    from service.unleash_admin import UnleashAdmin, admin_from_environment, token_from_environment
+    from service.flags.audit import AuditStore
+    from service.flags.state import EmbeddedFlag, ServerFlag
+    from service.flags.unleash_admin import (
+        UnleashAdmin,
+        admin_from_environment,
+        token_from_environment,
+    )
+    from service.rollout.decisions import flag_definition
+    from service.store.events import create_engine
 
     settings = settings_of(ctx)
     definition, flag_set = flag_definition(flag, settings.flags_dir)
@@ -62,7 +66,7 @@ def _flag_home(
 
 
 def _notifier() -> Any:
-    from service.notify import notifier_from_environment
+    from service.rollout.notify import notifier_from_environment
 
     return notifier_from_environment()
 
@@ -82,7 +86,7 @@ def decide_apply(
     ctx: click.Context, decision_file: Path, dry_run: bool, actor: str | None, url: str | None
 ) -> None:
     """Ramp, hold, roll back or ship the flag DECISION_FILE is about, as it recommends."""
-    from service.controller import (
+    from service.rollout.decisions import (
         DecisionFile,
         Who,
         apply_move,
@@ -122,7 +126,7 @@ def decide_apply(
 def _report_link(settings: Any, decision_file: Path) -> str | None:
     """The URL of the decision's report (its HTML beside it), for the flag's link in Unleash."""
     from service.errors import RolloutError
-    from service.guard_identity import report_url
+    from service.rollout.identity import report_url
 
     html = decision_file.parent / "report.html"
     try:
@@ -148,7 +152,7 @@ def decide_approve(
     ctx: click.Context, flag: str, dry_run: bool, actor: str | None, url: str | None
 ) -> None:
     """Apply the promotion the guard proposed for FLAG (approval mode)."""
-    from service.controller import approve
+    from service.rollout.decisions import approve
 
     with _flag_home(ctx, flag, url) as (definition, location, store), _notifier() as notifier:
         chosen, file_diff = approve(
@@ -171,9 +175,9 @@ def guard() -> None:
 @click.pass_context
 def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: str | None) -> None:
     """Guard FLAG until stopped (SIGINT or SIGTERM): roll back on a breach, promote when due."""
-    from service.guard import Guard
-    from service.reports import run_ab_report
-    from service.unleash_admin import token_from_environment
+    from service.analysis.reports import run_ab_report
+    from service.flags.unleash_admin import token_from_environment
+    from service.rollout.guard import Guard
 
     settings = settings_of(ctx)
 
@@ -226,8 +230,8 @@ def guard_token(out: Path, username: str, url: str | None) -> None:
     Every change the guard makes then shows in Unleash's event log as made by USERNAME.
     A second run replaces the token (the old one stops working).
     """
-    from service.guard_identity import create_guard_token
-    from service.unleash_admin import admin_from_environment
+    from service.flags.unleash_admin import admin_from_environment
+    from service.rollout.identity import create_guard_token
 
     with admin_from_environment(url) as admin:
         secret = create_guard_token(admin, username)
@@ -259,7 +263,7 @@ def guard_status(ctx: click.Context, flag: str) -> None:
 @click.pass_context
 def guard_resume(ctx: click.Context, flag: str, actor: str | None, url: str | None) -> None:
     """Let the guard act on FLAG again after a person's change paused it."""
-    from service.guard import resume
+    from service.rollout.guard import resume
 
     with _flag_home(ctx, flag, url) as (_definition, location, store):
         resume(store, location.server, flag, _actor(actor), location.read())

@@ -17,8 +17,8 @@ import click
 from service.cli.base import main, settings_of
 
 if TYPE_CHECKING:
-    from service.audit import AuditStore
-    from service.flag_definitions import FlagSet
+    from service.flags.audit import AuditStore
+    from service.flags.definitions import FlagSet
 
 # --- flags -------------------------------------------------------------------------------
 
@@ -50,8 +50,8 @@ def _server_options(func: Any) -> Any:
 def _load(ctx: click.Context, flags_dir: Path | None) -> FlagSet:
     """Every flag file, validated (bentos included); exit 1 listing every problem."""
     from service.errors import FlagDefinitionError
-    from service.flag_definitions import load_flags
-    from service.models import declared_bentos
+    from service.flags.definitions import load_flags
+    from service.registry.versions import declared_bentos
 
     settings = settings_of(ctx)
     directory = flags_dir or settings.flags_dir
@@ -73,7 +73,7 @@ def _check_gates(ctx: click.Context, flag_set: FlagSet) -> None:
     says nothing about its gates at all: the registry may live elsewhere (e.g. a CI job that
     checks flags/ alone).
     """
-    from service.gates import NOT_BUILT, NOT_GATED, failed_gates
+    from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
 
     failed = False
     for flag in flag_set.flags.values():
@@ -98,8 +98,8 @@ def _check_gates(ctx: click.Context, flag_set: FlagSet) -> None:
 
 
 def _audit_store(ctx: click.Context) -> AuditStore:
-    from service.audit import AuditStore
-    from service.events import create_engine
+    from service.flags.audit import AuditStore
+    from service.store.events import create_engine
 
     return AuditStore(create_engine(settings_of(ctx).event_store_url))
 
@@ -130,8 +130,8 @@ def flags_plan(
     detailed_exitcode: bool,
 ) -> None:
     """Show what `apply` would change on the server, and any drift; changes nothing."""
-    from service.flag_sync import plan_against
-    from service.unleash_admin import admin_from_environment
+    from service.flags.sync import plan_against
+    from service.flags.unleash_admin import admin_from_environment
 
     flag_set = _load(ctx, flags_dir)
     with admin_from_environment(url) as admin:
@@ -164,8 +164,8 @@ def flags_apply(
     actor: str | None,
 ) -> None:
     """Make the server match flags/; refuses to overwrite drift without --overwrite-drift."""
-    from service.flag_sync import Who, apply
-    from service.unleash_admin import admin_from_environment
+    from service.flags.sync import Who, apply
+    from service.flags.unleash_admin import admin_from_environment
 
     flag_set = _load(ctx, flags_dir)
     who = Who(actor or os.environ.get("ROLLOUT_ACTOR") or getpass.getuser(), reason)
@@ -194,8 +194,8 @@ def flags_export(
     ctx: click.Context, url: str | None, project: str, out: Path | None, names: tuple[str, ...]
 ) -> None:
     """Write the server's model flags (and context fields, segments) as flag files."""
-    from service.flag_sync import export_context, export_flag, model_flags, read_all_flags
-    from service.unleash_admin import admin_from_environment
+    from service.flags.sync import export_context, export_flag, model_flags, read_all_flags
+    from service.flags.unleash_admin import admin_from_environment
 
     directory = out or settings_of(ctx).flags_dir
     with admin_from_environment(url) as admin:

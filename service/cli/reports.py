@@ -67,7 +67,7 @@ def window_options(command: Any) -> Any:
 @click.pass_context
 def report_ab(ctx: click.Context, window: str | None, **options: Any) -> None:
     """Run the A/B notebook; write reports/<flag>/<run-id>/ and print the decision."""
-    from service.reports import run_ab_report
+    from service.analysis.reports import run_ab_report
 
     options.update(_window(window, options))
     result = run_ab_report(settings_of(ctx), progress=progress, **options)
@@ -84,7 +84,7 @@ def report_ab(ctx: click.Context, window: str | None, **options: Any) -> None:
 @click.pass_context
 def report_validation(ctx: click.Context, window: str | None, **options: Any) -> None:
     """Run the post-rollout validation notebook: keep, investigate or roll back."""
-    from service.reports import run_validation_report
+    from service.analysis.reports import run_validation_report
 
     options.update(_window(window, options))
     result = run_validation_report(settings_of(ctx), progress=progress, **options)
@@ -92,8 +92,8 @@ def report_validation(ctx: click.Context, window: str | None, **options: Any) ->
 
 
 def _window(window: str | None, options: dict[str, Any]) -> dict[str, str | None]:
+    from service.analysis.reports import parse_window_option
     from service.errors import BadRequest
-    from service.reports import parse_window_option
 
     try:
         return parse_window_option(window, options)
@@ -106,7 +106,7 @@ def print_report(result: Any, *, exit: bool = True) -> int:
 
     With `exit=False` the exit code is returned instead, for callers with more to print.
     """
-    from service.reports import exit_code
+    from service.analysis.reports import exit_code
 
     decision = result.decision
     click.echo(f"report:   {result.html_path}")

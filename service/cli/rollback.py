@@ -18,7 +18,7 @@ def rollback_command(ctx: click.Context, flag: str, to: str | None, dry_run: boo
     Embedded mode rewrites flags/FLAG.yaml; server mode (UNLEASH_URL) uses the Admin API with
     UNLEASH_ADMIN_TOKEN or UNLEASH_ADMIN_TOKEN_FILE. Each rollback is audited.
     """
-    from service.rollback import rollback
+    from service.rollout.rollback import rollback
 
     done, diff = rollback(flag, settings_of(ctx), to, dry_run)
     if diff:

@@ -20,7 +20,7 @@ from service.cli.reports import print_report
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Run the selector under gunicorn (configure with ROLLOUT_* / UNLEASH_* variables)."""
-    from service.server import serve as run
+    from service.serving.server import serve as run
 
     run(host, port, workers, threads)
 
@@ -42,7 +42,7 @@ def simulate(
     selector_url: str, flag: str, users: int, concurrency: int, seed: int, first_user: int
 ) -> None:
     """Drive synthetic users through the selector and post their outcomes."""
-    from service.simulate import simulate as run
+    from service.harness.simulate import simulate as run
 
     summary = run(
         selector_url,
@@ -65,7 +65,7 @@ def simulate(
 @click.pass_context
 def demo(ctx: click.Context, users: int, concurrency: int) -> None:
     """The whole loop on embedded flags: build, serve, route, simulate, report, decide."""
-    from service.demo import run_demo
+    from service.harness.demo import run_demo
 
     result = run_demo(settings_of(ctx), users=users, concurrency=concurrency, progress=progress)
     code = print_report(result.report, exit=False)
@@ -77,9 +77,9 @@ def demo(ctx: click.Context, users: int, concurrency: int) -> None:
 
 def _show_how_to_apply(ctx: click.Context, decision_path: Path) -> None:
     """What applying the decision to flags/ would change: the loop's last step, in words."""
-    from service.controller import DecisionFile, flag_definition, plan_decision
     from service.errors import RolloutError
-    from service.flag_sync import flag_doc
+    from service.flags.sync import flag_doc
+    from service.rollout.decisions import DecisionFile, flag_definition, plan_decision
 
     try:
         decision = DecisionFile.load(decision_path)

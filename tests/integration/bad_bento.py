@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from integration.bento_fixtures import SERVE_TIMEOUT
 
-from service.bento_process import BentoProcess
 from service.config import Settings
 from service.errors import RolloutError
-from service.models import build_all
 from service.processes import ProcessFailed
+from service.registry.bento_process import BentoProcess
+from service.registry.versions import build_all
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_VERSION = "v3"

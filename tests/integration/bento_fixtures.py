@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from service.bento_process import BentoProcess
 from service.config import Settings
 from service.errors import RolloutError
-from service.models import BuiltBento, build_all
 from service.processes import ProcessFailed
+from service.registry.bento_process import BentoProcess
+from service.registry.versions import BuiltBento, build_all
 
 SERVE_TIMEOUT = 90.0
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from service.errors import ConfigError
-from service.unleash_admin import UnleashAdmin
-from service.unleash_server import UnleashServer
+from service.flags.unleash_admin import UnleashAdmin
+from service.harness.unleash_server import UnleashServer
 
 
 @pytest.fixture(scope="session")

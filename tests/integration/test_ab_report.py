@@ -16,10 +16,10 @@ import nbformat
 import pytest
 import scrapbook as sb
 
+from service.analysis.decision import numbers
+from service.analysis.reports import KERNEL_NAME, ReportFailed, run_ab_report
 from service.config import Settings
-from service.decision import numbers
-from service.events import create_engine, exposures, outcomes
-from service.reports import KERNEL_NAME, ReportFailed, run_ab_report
+from service.store.events import create_engine, exposures, outcomes
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from service.errors import ConfigError
-from service.events import create_engine
-from service.unleash_server import PostgresServer
+from service.harness.unleash_server import PostgresServer
+from service.store.events import create_engine
 
 pytestmark = pytest.mark.integration
 

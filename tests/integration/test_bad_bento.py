@@ -18,12 +18,12 @@ import pytest
 import requests
 from integration.bad_bento import INJECTED_ERROR_RATE
 
-from service import population
+from service.registry import population
 
 if TYPE_CHECKING:
     from bad_bento import BadBento
 
-    from service.bento_process import BentoProcess
+    from service.registry.bento_process import BentoProcess
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,11 @@ import pytest
 import requests
 import yaml
 
-from service import models, population
-from service.bento_process import BentoProcess
 from service.config import Settings
 from service.processes import ProcessFailed, free_port
+from service.registry import population
+from service.registry import versions as models
+from service.registry.bento_process import BentoProcess
 
 if TYPE_CHECKING:
     from bento_fixtures import BuiltBentos

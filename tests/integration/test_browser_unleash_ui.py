@@ -20,15 +20,15 @@ import pytest
 from flask.testing import FlaskClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from service.app import create_app
-from service.audit import AuditStore
 from service.config import Settings
-from service.events import create_engine
-from service.flag_client import FlagClient
-from service.flag_definitions import load_flags
-from service.flag_sync import Who, apply
-from service.unleash_admin import UnleashAdmin
-from service.unleash_server import UnleashServer
+from service.flags.audit import AuditStore
+from service.flags.definitions import load_flags
+from service.flags.sync import Who, apply
+from service.flags.unleash_admin import UnleashAdmin
+from service.harness.unleash_server import UnleashServer
+from service.serving.app import create_app
+from service.serving.flag_client import FlagClient
+from service.store.events import create_engine
 
 pytestmark = pytest.mark.integration
 

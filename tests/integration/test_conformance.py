@@ -5,7 +5,7 @@ CLIENT_SPEC_VERSION; installed by scripts/install-unleash next to the Unleash se
 states and, for each, contexts with the expected is-enabled result or variant. Each state is
 loaded into the selector's flag client exactly as embedded mode loads flags/ (the SDK cache,
 offline connector), and each test's context goes over HTTP as query parameters, so what is
-checked is our HTTP -> Unleash context mapping (service/unleash_context.py) plus the engine.
+checked is our HTTP -> Unleash context mapping (service/serving/context.py) plus the engine.
 
 The selector's own `resolve` answers with the routing decision, which needs a default bento
 that spec states do not declare, and has no is-enabled field; so the app gets one extra,
@@ -23,12 +23,12 @@ import pytest
 from flask import Blueprint, Flask, current_app, request
 from flask.testing import FlaskClient
 
-from service import unleash_context
-from service.app import create_app
 from service.config import Settings
-from service.flag_client import FlagClient
-from service.flag_definitions import FlagSet
-from service.unleash_server import INSTALL_HINT, default_install_home
+from service.flags.definitions import FlagSet
+from service.harness.unleash_server import INSTALL_HINT, default_install_home
+from service.serving import context as unleash_context
+from service.serving.app import create_app
+from service.serving.flag_client import FlagClient
 
 pytestmark = pytest.mark.integration
 

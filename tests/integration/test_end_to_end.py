@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 import urllib3
 
-from service import population as pop
-from service.events import exposures, outcomes
+from service.harness.simulate import simulate
 from service.processes import ManagedProcess, free_port, selector_process
-from service.simulate import simulate
+from service.registry import population as pop
+from service.store.events import exposures, outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_simulated_traffic_is_logged_completely_through_a_graceful_stop(
 def test_a_dead_canary_bento_is_replaced_by_the_default(
     tmp_path, built_bentos, bento_servers
 ) -> None:
-    from service.bento_process import BentoProcess
+    from service.registry.bento_process import BentoProcess
 
     canary = BentoProcess("churn:v2", settings=built_bentos.settings).start()
     canary.wait_ready(90)

@@ -9,11 +9,11 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
-from service import population as pop
-from service.analysis import ab_sample
-from service.app import create_app
-from service.events import create_engine, exposures, outcomes
-from service.unleash_server import PostgresServer
+from service.analysis.queries import ab_sample
+from service.harness.unleash_server import PostgresServer
+from service.registry import population as pop
+from service.serving.app import create_app
+from service.store.events import create_engine, exposures, outcomes
 
 pytestmark = pytest.mark.integration
 

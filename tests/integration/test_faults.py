@@ -24,14 +24,14 @@ import pytest
 import sqlalchemy as sa
 import urllib3
 
-from service.bento_process import BentoProcess
-from service.events import exposures
-from service.flag_definitions import load_flags
-from service.flag_sync import create_context_fields, create_flag
-from service.population import population
+from service.flags.definitions import load_flags
+from service.flags.sync import create_context_fields, create_flag
+from service.flags.unleash_admin import UnleashAdmin
+from service.harness.unleash_server import UnleashServer
 from service.processes import ManagedProcess, free_port, selector_process
-from service.unleash_admin import UnleashAdmin
-from service.unleash_server import UnleashServer
+from service.registry.bento_process import BentoProcess
+from service.registry.population import population
+from service.store.events import exposures
 
 pytestmark = pytest.mark.integration
 

@@ -21,12 +21,12 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.config import Settings
-from service.events import create_engine, exposures
-from service.flag_client import FlagClient
-from service.flag_definitions import load_flags
+from service.flags.definitions import load_flags
+from service.flags.unleash_admin import UnleashAdmin
+from service.harness.unleash_server import UnleashServer
 from service.processes import free_port
-from service.unleash_admin import UnleashAdmin
-from service.unleash_server import UnleashServer
+from service.serving.flag_client import FlagClient
+from service.store.events import create_engine, exposures
 
 pytestmark = pytest.mark.integration
 

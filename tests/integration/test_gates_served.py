@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner, Result
 
-from service import gates, models
 from service.cli import main
 from service.config import Settings
+from service.registry import gates
+from service.registry import versions as models
 
 if TYPE_CHECKING:
     from bento_fixtures import BuiltBentos

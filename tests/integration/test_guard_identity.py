@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from service.errors import UnleashAdminError
-from service.guard_identity import (
+from service.flags.unleash_admin import Strategy, UnleashAdmin, Variant
+from service.harness.unleash_server import UnleashServer
+from service.rollout.identity import (
     GUARD_USERNAME,
     REPORT_LINK_TITLE,
     create_guard_token,
     report_url,
 )
-from service.unleash_admin import Strategy, UnleashAdmin, Variant
-from service.unleash_server import UnleashServer
 
 pytestmark = pytest.mark.integration
 

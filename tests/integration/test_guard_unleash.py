@@ -28,20 +28,20 @@ import urllib3
 import yaml
 from click.testing import CliRunner
 
-from service.audit import AuditStore
+from service.analysis.reports import run_ab_report
 from service.cli import main
-from service.controller import approve
-from service.events import create_engine, exposures
-from service.flag_definitions import load_flags
-from service.flag_state import ServerFlag
-from service.flag_sync import create_context_fields, create_flag
-from service.guard import Guard
-from service.guard_identity import create_guard_token
-from service.notify import Notifier
+from service.flags.audit import AuditStore
+from service.flags.definitions import load_flags
+from service.flags.state import ServerFlag
+from service.flags.sync import create_context_fields, create_flag
+from service.flags.unleash_admin import UnleashAdmin
+from service.harness.simulate import simulate
 from service.processes import free_port, selector_process
-from service.reports import run_ab_report
-from service.simulate import simulate
-from service.unleash_admin import UnleashAdmin
+from service.rollout.decisions import approve
+from service.rollout.guard import Guard
+from service.rollout.identity import create_guard_token
+from service.rollout.notify import Notifier
+from service.store.events import create_engine, exposures
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.app import create_app
+from service.serving.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,11 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from service import data_snapshots, gates, models
 from service.cli import main
 from service.config import Settings
+from service.registry import gates
+from service.registry import snapshots as data_snapshots
+from service.registry import versions as models
 
 if TYPE_CHECKING:
     from bento_fixtures import BuiltBentos

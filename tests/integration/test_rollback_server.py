@@ -17,9 +17,9 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.config import Settings
-from service.unleash_admin import Strategy, StrategyVariant, UnleashAdmin
-from service.unleash_features import default_variant
-from service.unleash_server import UnleashServer
+from service.flags.client_features import default_variant
+from service.flags.unleash_admin import Strategy, StrategyVariant, UnleashAdmin
+from service.harness.unleash_server import UnleashServer
 
 if TYPE_CHECKING:
     from bento_fixtures import BuiltBentos

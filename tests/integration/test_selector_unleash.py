@@ -13,9 +13,9 @@ from collections import Counter
 
 import pytest
 
-from service.app import create_app
-from service.flag_definitions import load_flags
-from service.flag_sync import create_context_fields, create_flag
+from service.flags.definitions import load_flags
+from service.flags.sync import create_context_fields, create_flag
+from service.serving.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 import urllib3
 
-from service.events import exposures
-from service.population import population
 from service.processes import ManagedProcess, free_port, selector_process
+from service.registry.population import population
+from service.store.events import exposures
 
 pytestmark = pytest.mark.integration
 

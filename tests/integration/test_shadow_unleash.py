@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from service.app import create_app
-from service.unleash_features import default_variant, shadow_variants
+from service.flags.client_features import default_variant, shadow_variants
+from service.serving.app import create_app
 
 pytestmark = pytest.mark.integration
 

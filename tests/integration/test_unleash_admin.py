@@ -21,9 +21,9 @@ import requests
 from UnleashClient import UnleashClient
 
 from service.errors import ConfigError, UnleashAdminError
+from service.flags.unleash_admin import Constraint, Strategy, StrategyVariant, UnleashAdmin, Variant
+from service.harness.unleash_server import UnleashServer
 from service.processes import free_port
-from service.unleash_admin import Constraint, Strategy, StrategyVariant, UnleashAdmin, Variant
-from service.unleash_server import UnleashServer
 
 pytestmark = pytest.mark.integration
 

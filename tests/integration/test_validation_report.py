@@ -11,9 +11,9 @@ import nbformat
 import pytest
 import scrapbook as sb
 
+from service.analysis.decision import numbers
+from service.analysis.reports import KERNEL_NAME, run_validation_report
 from service.config import Settings
-from service.decision import numbers
-from service.reports import KERNEL_NAME, run_validation_report
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def run(settings, url, **kwargs):
 
 
 def test_validation_report_renders_and_records_every_number(settings, tmp_path):
-    from service.events import create_engine
+    from service.store.events import create_engine
 
     url = f"sqlite:///{tmp_path / 'events.db'}"
     engine = create_engine(url)

@@ -1,4 +1,4 @@
-"""service.analysis against a real (temporary SQLite) event store."""
+"""service.analysis.queries against a real (temporary SQLite) event store."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from service.analysis import Window, ab_sample, cumulative_by_bucket
-from service.events import create_engine, exposures, outcomes
-from service.stats import ProportionStats
+from service.analysis.queries import Window, ab_sample, cumulative_by_bucket
+from service.analysis.stats import ProportionStats
+from service.store.events import create_engine, exposures, outcomes
 
 FLAG = "churn-model"
 ARMS = ("control", "treatment")

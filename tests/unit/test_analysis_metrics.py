@@ -1,4 +1,4 @@
-"""service.analysis: continuous metrics with their pre-period, guardrails, adaptive buckets.
+"""service.analysis.queries: continuous metrics with their pre-period, guardrails, adaptive buckets.
 
 `check_*` functions take an engine so the PostgreSQL integration test runs the same checks.
 """
@@ -12,15 +12,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from service.analysis import (
+from service.analysis.queries import (
     DAY_SECONDS,
     bucket_seconds_for,
     guardrail_moments,
     known_metrics,
     metric_moments,
 )
-from service.events import create_engine, exposures, outcomes
-from service.stats import MomentStats
+from service.analysis.stats import MomentStats
+from service.store.events import create_engine, exposures, outcomes
 
 FLAG = "churn-model"
 ARMS = ("control", "treatment")
@@ -175,7 +175,7 @@ def test_outcomes_after_an_earlier_exposure_are_not_pre_exposure_values(engine):
             outcome_row(request_id=earlier["request_id"], value=7.0, ts=T0 + 60),  # an effect
         ],
     )
-    from service.analysis import Window
+    from service.analysis.queries import Window
 
     window = Window.parse(datetime.fromtimestamp(window_start, UTC), None)
     moments = metric_moments(engine, flag=FLAG, arms=ARMS, metric="revenue", window=window)

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from service.app import create_app
 from service.errors import InputRejected
-from service.events import exposures, outcomes
-from service.forwarding import BentoCallFailed, BentoReply
+from service.serving.app import create_app
+from service.serving.forwarding import BentoCallFailed, BentoReply
+from service.store.events import exposures, outcomes
 
 EU_ENTERPRISE = {"userId": "u1", "properties": {"region": "eu", "segment": "enterprise"}}
 RECORD = {

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from service.audit import APPLY, UNLEASH, AuditStore, describe_event
-from service.events import create_engine, exposures
-from service.unleash_admin import Event
+from service.flags.audit import APPLY, UNLEASH, AuditStore, describe_event
+from service.flags.unleash_admin import Event
+from service.store.events import create_engine, exposures
 
 SERVER = "http://unleash.test"
 

@@ -28,9 +28,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from service import models, population
 from service.config import Settings
 from service.errors import ConfigError
+from service.registry import population
+from service.registry import versions as models
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILY_DIR = REPO / "bentos" / "churn"
@@ -323,7 +324,7 @@ def test_declared_bentos_lists_the_churn_versions() -> None:
 
 def test_declared_bentos_does_not_import_bentoml() -> None:
     code = (
-        "import sys; from service import models; from service.config import Settings; "
+        "import sys; from service.registry import versions as models; from service.config import Settings; "
         "models.declared_bentos(Settings.load().bentos_dir); "
         "assert 'bentoml' not in sys.modules and 'sklearn' not in sys.modules"
     )

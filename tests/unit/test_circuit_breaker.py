@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreakers
+from service.serving.circuit_breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreakers
 
 
 class Clock:

@@ -41,10 +41,10 @@ def test_package_errors_are_one_clear_line_and_exit_1() -> None:
 
 
 def test_flags_validate_refuses_a_bento_that_failed_its_gates(monkeypatch) -> None:
-    import service.gates
+    import service.registry.gates
 
     monkeypatch.setattr(
-        service.gates, "failed_gates", lambda tags, settings: {"churn:v2": "latency:p95"}
+        service.registry.gates, "failed_gates", lambda tags, settings: {"churn:v2": "latency:p95"}
     )
     result = CliRunner().invoke(main, ["flags", "validate"])
     assert result.exit_code == 1
@@ -52,14 +52,14 @@ def test_flags_validate_refuses_a_bento_that_failed_its_gates(monkeypatch) -> No
 
 
 def test_flags_validate_warns_about_built_but_ungated_bentos_only(monkeypatch) -> None:
-    import service.gates
+    import service.registry.gates
 
     monkeypatch.setattr(
-        service.gates,
+        service.registry.gates,
         "failed_gates",
         lambda tags, settings: {
-            "churn:v1": service.gates.NOT_BUILT,
-            "churn:v2": service.gates.NOT_GATED,
+            "churn:v1": service.registry.gates.NOT_BUILT,
+            "churn:v2": service.registry.gates.NOT_GATED,
         },
     )
     result = CliRunner().invoke(main, ["flags", "validate"])

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from service.catalog import BentoCatalog
 from service.config import Settings
 from service.errors import BadRequest, ConfigError
-from service.unleash_context import from_json, from_query
+from service.serving.catalog import BentoCatalog
+from service.serving.context import from_json, from_query
 
 
 def test_settings_layer_defaults_environment_then_overrides(monkeypatch, tmp_path) -> None:

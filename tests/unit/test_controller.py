@@ -16,12 +16,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from service.audit import AuditStore
 from service.cli import main
-from service.controller import DecisionFile, DecisionRefused, plan_decision
-from service.events import create_engine
-from service.flag_definitions import load_flags
-from service.flag_sync import flag_doc
+from service.flags.audit import AuditStore
+from service.flags.definitions import load_flags
+from service.flags.sync import flag_doc
+from service.rollout.decisions import DecisionFile, DecisionRefused, plan_decision
+from service.store.events import create_engine
 
 FLAG = """\
 # The A/B of churn:v2 against churn:v1.

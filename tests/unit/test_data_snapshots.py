@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from service import data_snapshots, population
-from service.data_snapshots import SnapshotError
+from service.registry import population
+from service.registry import snapshots as data_snapshots
+from service.registry.snapshots import SnapshotError
 
 
 def test_a_snapshot_is_named_by_the_hash_of_its_bytes(tmp_path: Path) -> None:

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.analysis import AbSample, Window
-from service.decision import (
+from service.analysis.decision import (
     DecisionPolicy,
     decide_ab,
     next_ramp_step,
@@ -17,11 +16,12 @@ from service.decision import (
     parse_split,
     write_decision,
 )
-from service.stats import ProportionStats
+from service.analysis.queries import AbSample, Window
+from service.analysis.stats import ProportionStats
 
 
 def ab(control, treatment, *, several=0):
-    """An AbSample from (users, conversions) pairs, as service.analysis would return it."""
+    """An AbSample from (users, conversions) pairs, as service.analysis.queries would return it."""
     seen = datetime(2026, 11, 2, tzinfo=UTC) if control[0] or treatment[0] else None
     return AbSample(
         flag="churn-model",

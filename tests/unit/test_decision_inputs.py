@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from service.decision import analyse_ab
-from service.events import create_engine, exposures, outcomes
-from service.reports import AB_PARAMETERS, coerce_parameters, exit_code
+from service.analysis.decision import analyse_ab
+from service.analysis.reports import AB_PARAMETERS, coerce_parameters, exit_code
+from service.store.events import create_engine, exposures, outcomes
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
 

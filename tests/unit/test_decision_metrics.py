@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from service.analysis import AbSample, Window
-from service.decision import DEFAULT_GUARDRAILS, DecisionPolicy, decide_ab
-from service.stats import MomentStats, ProportionStats
+from service.analysis.decision import DEFAULT_GUARDRAILS, DecisionPolicy, decide_ab
+from service.analysis.queries import AbSample, Window
+from service.analysis.stats import MomentStats, ProportionStats
 
 WIN = ((5_000, 1_500), (5_000, 1_750))  # +5 pp, p < 0.001
 FLAT = ((5_000, 1_500), (5_000, 1_505))

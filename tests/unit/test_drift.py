@@ -1,4 +1,4 @@
-"""service.drift: PSI with its bands, KS for numeric features, chi-square for categorical."""
+"""service.analysis.drift: PSI with bands, KS for numeric, chi-square for categorical."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from service.drift import categorical_drift, numeric_drift, population_stability_index, psi_band
+from service.analysis.drift import (
+    categorical_drift,
+    numeric_drift,
+    population_stability_index,
+    psi_band,
+)
 
 
 def test_psi_matches_the_formula_by_hand():

@@ -6,7 +6,7 @@ import threading
 
 import sqlalchemy as sa
 
-from service.events import EventWriter, Exposure, Outcome, create_engine, exposures, outcomes
+from service.store.events import EventWriter, Exposure, Outcome, create_engine, exposures, outcomes
 
 
 def exposure(i: int) -> Exposure:

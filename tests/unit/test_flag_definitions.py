@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import FlagDefinitionError
-from service.flag_definitions import load_flags
+from service.flags.definitions import load_flags
 
 REPO_FLAGS = Path(__file__).resolve().parents[2] / "flags"
 BENTOS = {"churn:v1", "churn:v2"}

@@ -1,4 +1,4 @@
-"""Plan, drift and export logic of service.flag_sync, on in-memory server states.
+"""Plan, drift and export logic of service.flags.sync, on in-memory server states.
 
 The server side is built the way Unleash 8.2.0 answers the Admin API (strategies with ids,
 titles, segment ids; environment variants read separately); HTTP appears only in the apply
@@ -16,8 +16,9 @@ import responses
 import yaml
 
 from service.errors import ConfigError, UnleashAdminError
-from service.flag_definitions import FlagSet, load_flags
-from service.flag_sync import (
+from service.flags.client_features import default_variant, strategy
+from service.flags.definitions import FlagSet, load_flags
+from service.flags.sync import (
     DriftError,
     ServerState,
     apply_plan,
@@ -27,14 +28,13 @@ from service.flag_sync import (
     flag_doc,
     make_plan,
 )
-from service.unleash_admin import (
+from service.flags.unleash_admin import (
     ContextField,
     Feature,
     Segment,
     UnleashAdmin,
     admin_from_environment,
 )
-from service.unleash_features import default_variant, strategy
 
 REPO = Path(__file__).resolve().parents[2]
 URL = "http://unleash.test"

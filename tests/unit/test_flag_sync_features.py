@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from service import unleash_context
 from service.errors import FlagDefinitionError
-from service.flag_definitions import load_flags
-from service.unleash_features import client_features
+from service.flags.client_features import client_features
+from service.flags.definitions import load_flags
+from service.serving import context as unleash_context
 
 CONTEXT = """
 context_fields:

@@ -12,8 +12,8 @@ import pytest
 import urllib3
 
 from service.errors import InputRejected
-from service.forwarding import BentoCallFailed, BentoForwarder
 from service.processes import free_port
+from service.serving.forwarding import BentoCallFailed, BentoForwarder
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -75,7 +75,7 @@ def test_a_refused_connection_is_a_bento_failure() -> None:
 
 
 def test_bentoml_validation_errors_name_each_field() -> None:
-    from service.forwarding import _message
+    from service.serving.forwarding import _message
 
     reply = json.dumps(
         {

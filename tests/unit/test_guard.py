@@ -17,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from service.audit import AuditStore
-from service.events import create_engine, exposures
-from service.flag_definitions import Guardrails, load_flags
-from service.flag_state import EmbeddedFlag
-from service.guard import Guard, resume
-from service.live_guardrails import arm_traffic, check_guardrails, worse_p_value
+from service.analysis.guardrails import arm_traffic, check_guardrails, worse_p_value
+from service.flags.audit import AuditStore
+from service.flags.definitions import Guardrails, load_flags
+from service.flags.state import EmbeddedFlag
+from service.rollout.guard import Guard, resume
+from service.store.events import create_engine, exposures
 
 FLAG = """\
 flag: churn-canary
@@ -173,7 +173,7 @@ def test_approval_mode_records_a_pending_promotion_that_a_person_approves(world)
     traffic("canary", 100)
     assert guard().tick().state == "pending"
     assert guard().tick().state == "pending" and step() == 5  # waits, does not repeat
-    from service.controller import approve
+    from service.rollout.decisions import approve
 
     flag_set = load_flags(folder)
     definition = flag_set.flags["churn-canary"]
@@ -265,7 +265,7 @@ def test_an_unreachable_server_is_an_error_status_with_back_off(world, tmp_path)
 
 
 def test_latency_compares_only_with_control_over_the_same_window() -> None:
-    from service.live_guardrails import ArmTraffic
+    from service.analysis.guardrails import ArmTraffic
 
     def arm(name: str, requests: int, p99: float) -> ArmTraffic:
         return ArmTraffic(name, requests, requests, 0, 0, p99, ())

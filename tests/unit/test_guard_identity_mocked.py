@@ -16,13 +16,13 @@ import responses
 from responses import matchers
 
 from service.errors import RolloutError, UnleashAdminError
-from service.guard_identity import (
+from service.flags.unleash_admin import FeatureLink, UnleashAdmin
+from service.rollout.identity import (
     TOKEN_DESCRIPTION,
     _strong_password,
     create_guard_token,
     report_url,
 )
-from service.unleash_admin import FeatureLink, UnleashAdmin
 
 URL = "http://unleash.test"
 USERS = f"{URL}/api/admin/user-admin"

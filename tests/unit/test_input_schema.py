@@ -9,7 +9,7 @@ import pytest
 
 from service.config import Settings
 from service.errors import InputRejected
-from service.input_schema import SCHEMA_FILE, family_of, generate, load_contracts
+from service.serving.contracts import SCHEMA_FILE, family_of, generate, load_contracts
 
 RECORD = {
     "tenure_months": 3,
@@ -30,7 +30,7 @@ def churn():
 def test_the_checked_in_schema_is_the_bentos_own() -> None:
     family_dir = Settings.load().bentos_dir / "churn"
     checked_in = json.loads((family_dir / SCHEMA_FILE).read_text())
-    assert checked_in == generate(family_dir), "run: python -m service.input_schema churn"
+    assert checked_in == generate(family_dir), "run: python -m service.serving.contracts churn"
 
 
 def test_valid_inputs_pass(churn) -> None:

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from service.config import Settings
-from service.metrics import SelectorMetrics, exposition
+from service.serving.metrics import SelectorMetrics, exposition
 
-DASHBOARD = Settings.load().root / "service" / "dashboards" / "grafana-selector.json"
+DASHBOARD = Settings.load().root / "service" / "serving" / "dashboards" / "grafana-selector.json"
 # Series suffixes Prometheus derives from a metric family (counters and histograms).
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
@@ -31,7 +31,7 @@ def dashboard_series() -> set[str]:
 @pytest.mark.parametrize("series", sorted(dashboard_series()))
 def test_the_dashboard_queries_only_exported_metrics(series: str) -> None:
     family = next((series.removesuffix(s) for s in SUFFIXES if series.endswith(s)), series)
-    assert family in family_names(), f"{series}: no such metric in service/metrics.py"
+    assert family in family_names(), f"{series}: no such metric in service/serving/metrics.py"
 
 
 def test_each_app_has_its_own_registry_outside_gunicorn(monkeypatch) -> None:

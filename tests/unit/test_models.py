@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service import models
 from service.config import Settings
-from service.models import UnknownBento
+from service.registry import versions as models
+from service.registry.versions import UnknownBento
 
 REPO = Path(__file__).resolve().parents[2]
 

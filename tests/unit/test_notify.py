@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from service.errors import ConfigError
-from service.notify import Notification, Notifier, notifier_from_environment
 from service.processes import free_port
+from service.rollout.notify import Notification, Notifier, notifier_from_environment
 
 SECRET = "s3cret"
 
@@ -125,7 +125,7 @@ def test_a_refusal_is_not_retried_and_is_logged_without_the_secret(webhook, capl
 
 
 def test_a_refused_connection_is_retried_and_never_logs_the_query_string(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="service.notify")
+    caplog.set_level(logging.INFO, logger="service.rollout.notify")
     url = f"http://user:pw@127.0.0.1:{free_port()}/hook?token={SECRET}"
     with Notifier(url, attempts=3, backoff=0.01) as notifier:
         notifier.send(rollback())

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service import models, population
 from service.config import Settings
-from service.population import User
+from service.registry import population
+from service.registry import versions as models
+from service.registry.population import User
 
 N = 20_000
 

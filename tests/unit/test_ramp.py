@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from service.errors import FlagDefinitionError
-from service.flag_definitions import Guardrails, load_flags
-from service.flag_sync import flag_doc
-from service.ramp import RampError, current_step, move, next_step
+from service.flags.definitions import Guardrails, load_flags
+from service.flags.ramp import RampError, current_step, move, next_step
+from service.flags.sync import flag_doc
 
 BENTOS = {"churn:v1", "churn:v2", "churn:v3"}
 

@@ -14,11 +14,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from service import gates, rollback
 from service.config import Settings
 from service.errors import UnknownFlag
-from service.gates import GateReport, GateResult
-from service.models import UnknownBento, stored_bento
+from service.registry import gates
+from service.registry.gates import GateReport, GateResult
+from service.registry.versions import UnknownBento, stored_bento
+from service.rollout import rollback
 
 FLAG = """\
 # Which churn model version decides who gets a retention offer.

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from service.catalog import BentoCatalog
 from service.errors import UnknownFlag
-from service.flag_client import FlagClient
-from service.flag_definitions import load_flags
-from service.routing import decide
+from service.flags.definitions import load_flags
+from service.serving.catalog import BentoCatalog
+from service.serving.flag_client import FlagClient
+from service.serving.routing import decide
 
 BENTOS = {"churn:v1", "churn:v2"}
 CATALOG = BentoCatalog({"churn:v1": "http://v1", "churn:v2": "http://v2"})

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from service.app import create_app
-from service.catalog import BentoCatalog
 from service.errors import FlagDefinitionError
-from service.events import exposures
-from service.flag_client import FeatureStateCache, FlagClient
-from service.flag_definitions import load_flags
-from service.forwarding import BentoCallFailed, BentoRejected, BentoReply
-from service.population import population
-from service.routing import decide
-from service.unleash_features import client_features
+from service.flags.client_features import client_features
+from service.flags.definitions import load_flags
+from service.registry.population import population
+from service.serving.app import create_app
+from service.serving.catalog import BentoCatalog
+from service.serving.flag_client import FeatureStateCache, FlagClient
+from service.serving.forwarding import BentoCallFailed, BentoRejected, BentoReply
+from service.serving.routing import decide
+from service.store.events import exposures
 
 RECORD = population(1)[0].features()
 

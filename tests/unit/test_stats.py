@@ -1,4 +1,4 @@
-"""Golden values for service.stats, each with its source, and an A/A simulation."""
+"""Golden values for service.analysis.stats, each with its source, and an A/A simulation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from service.stats import (
+from service.analysis.stats import (
     ProportionStats,
     cohens_h,
     power_analysis,

@@ -1,5 +1,5 @@
 """Golden values and simulations for the continuous, ratio, CUPED, guardrail, multiple-testing
-and sequential parts of service.stats. Each golden value names its source."""
+and sequential parts of service.analysis.stats. Each golden value names its source."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from service.population import churn_probabilities, population_frame
-from service.stats import (
+from service.analysis.stats import (
     MomentStats,
     ProportionStats,
     adjust_p_values,
@@ -23,6 +22,7 @@ from service.stats import (
     two_proportion_test,
     welch_test,
 )
+from service.registry.population import churn_probabilities, population_frame
 
 
 def moments(arm: str, y, x=None) -> MomentStats:

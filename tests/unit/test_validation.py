@@ -1,4 +1,4 @@
-"""service.validation: metrics with golden values, the keep / investigate / rollback rule, and
+"""service.analysis.validation: metrics with golden values, keep / investigate / rollback rule, and
 the event store reads (live rows with labels, serving stats, shadow agreement)."""
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from service.analysis import Window
-from service.events import create_engine, exposures, outcomes
-from service.population import churn_probabilities, population_frame
-from service.reports import exit_code, parse_window_option
-from service.validation import (
+from service.analysis.queries import Window
+from service.analysis.reports import exit_code, parse_window_option
+from service.analysis.validation import (
     ModelCard,
     Performance,
     Serving,
@@ -31,6 +29,8 @@ from service.validation import (
     recommend,
     roc_auc,
 )
+from service.registry.population import churn_probabilities, population_frame
+from service.store.events import create_engine, exposures, outcomes
 
 FLAG = "churn-model"
 T0 = 1_793_577_600.0
@@ -124,7 +124,7 @@ def test_validation_rule(changes, recommendation, words):
 
 
 def test_significant_drift_means_investigate():
-    from service.drift import numeric_drift
+    from service.analysis.drift import numeric_drift
 
     rng = np.random.default_rng(0)
     drift = numeric_drift("tenure_months", rng.normal(0, 1, 5_000), rng.normal(2, 1, 5_000))
@@ -203,7 +203,7 @@ def populate(engine, *, users=2_000, seed=1, drift=0.0):
 
 
 def card(rows=5_000):
-    from service.population import FEATURES, training_data
+    from service.registry.population import FEATURES, training_data
 
     reference = training_data(rows, 11)[list(FEATURES)]
     return ModelCard(

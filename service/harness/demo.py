@@ -1,0 +1,96 @@
+"""`rollout demo`: the whole loop on embedded defaults, no server to set up.
+
+Build the bentos, serve each with `bentoml serve` on its own port, start the selector under
+gunicorn on the flags in flags/, drive synthetic users through it, stop the selector (which
+writes every buffered event), run the A/B report and return where it is and what it decided.
+Every process started here is stopped on the way out, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from service.config import Settings
+from service.flags.definitions import load_flags
+from service.harness.simulate import SimulationSummary, simulate
+from service.processes import free_port, selector_process
+from service.serving.catalog import BentoCatalog
+
+FLAG = "churn-model"
+EXPECTED_SPLIT = "50:50"  # control:treatment within the flag's ab-test strategy
+
+
+@dataclass
+class DemoResult:
+    report: Any  # service.analysis.reports.ReportResult
+    simulation: SimulationSummary
+    seconds: float
+
+
+def run_demo(
+    settings: Settings, *, users: int, concurrency: int, progress: Callable[[str], None]
+) -> DemoResult:
+    from service.analysis.reports import run_ab_report
+    from service.registry.bento_process import BentoProcess
+    from service.registry.versions import build_all
+
+    started = time.perf_counter()
+    window_start = datetime.now(UTC).isoformat(timespec="seconds")
+    progress("step 1/5: building one bento per model version")
+    tags = [built.tag for built in build_all(settings, progress)]
+    logs = settings.data_dir / "logs"
+    with ExitStack() as stack:
+        progress(f"step 2/5: serving {', '.join(tags)} with bentoml serve")
+        bentos = {
+            tag: stack.enter_context(BentoProcess(tag, free_port(), settings)) for tag in tags
+        }
+        for process in bentos.values():
+            process.wait_ready(timeout=120)
+        catalog = BentoCatalog({tag: process.url for tag, process in bentos.items()})
+        catalog.save(settings.catalog_file)
+        progress("step 3/5: starting the selector (gunicorn, embedded flags from flags/)")
+        port = free_port()
+        selector = stack.enter_context(
+            selector_process(port, logs / "selector.log", _selector_env(settings, catalog))
+        )
+        selector.wait_ready(timeout=60)
+        progress(f"step 4/5: simulating {users} users through http://127.0.0.1:{port}")
+        summary = simulate(
+            f"http://127.0.0.1:{port}", FLAG, users, concurrency=concurrency, progress=progress
+        )
+        progress(summary.describe())
+        selector.stop()  # graceful: every buffered exposure and outcome is written first
+    progress("step 5/5: running the A/B report (papermill)")
+    flag = load_flags(settings.flags_dir).flags[FLAG]
+    report = run_ab_report(
+        settings,
+        flag=FLAG,
+        control="control",
+        treatment="treatment",
+        window_start=window_start,
+        expected_split=EXPECTED_SPLIT,
+        current_step=flag.rollout_percent(settings.environment, "treatment"),
+        ramp_steps=",".join(f"{s:g}" for s in flag.ramp.steps) if flag.ramp else "5,25,50,100",
+        progress=progress,
+    )
+    return DemoResult(report, summary, time.perf_counter() - started)
+
+
+def _selector_env(settings: Settings, catalog: BentoCatalog) -> dict[str, str]:
+    # Embedded flags, whatever UNLEASH_URL the caller's shell may have set.
+    env = {
+        "UNLEASH_URL": "",
+        "ROLLOUT_UNLEASH_URL": "",
+        "ROLLOUT_DATA_DIR": str(settings.data_dir),
+        "ROLLOUT_FLAGS_DIR": str(settings.flags_dir),
+        "ROLLOUT_ENVIRONMENT": settings.environment,
+        "ROLLOUT_BENTO_URLS": ",".join(f"{t}={u}" for t, u in catalog.endpoints.items()),
+    }
+    if settings.database_url:
+        env["ROLLOUT_DATABASE_URL"] = settings.database_url
+    return env

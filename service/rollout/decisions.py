@@ -1,0 +1,308 @@
+"""Decisions feed flags: `rollout decide apply`, `rollout decide approve`.
+
+A report's `decision.json` is checked against the flag before anything is written: it must be
+for this flag, name arms the flag has, be newer than the flag's last change and have been made
+at the step the flag is at now. Then the move (service.flags.ramp) is written to the flag's home
+(service.flags.state), flags/ is edited to match, the audit table records who, what, why and
+the evidence, and the webhook hears about it. `hold` changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from service.config import Settings
+from service.errors import RolloutError, UnknownFlag
+from service.flags.audit import DECIDE, STATE_ACTIONS, AuditStore
+from service.flags.definitions import FlagDefinition, FlagSet, RampSchedule, load_flags
+from service.flags.ramp import Doc, Move, current_step, move
+from service.flags.state import FlagLocation
+from service.flags.unleash_admin import UnleashAdmin
+from service.rollout.notify import Notification, Notifier
+
+log = logging.getLogger(__name__)
+EVIDENCE_LINK_TITLE = "rollout: evidence of the last change"
+
+# What each recommendation does to the flag; anything else (hold, keep, investigate) nothing.
+MOVES = {"ramp": "ramp", "ship": "ship", "rollback": "rollback"}
+HOLDS = ("hold", "keep", "investigate")
+STEP_TOLERANCE = 0.05  # percent: a decision made at 40% applies to a flag at 40%
+# Audit actions of the guard's own bookkeeping (the flag is not changed by these).
+PAUSED, RESUMED, PENDING, APPROVED = "paused", "resumed", "pending-promotion", "approved"
+
+
+class DecisionRefused(RolloutError):
+    """The decision file is malformed, stale, or for another flag or other arms."""
+
+    code = "decision_refused"
+
+
+@dataclass(frozen=True)
+class DecisionFile:
+    """The parts of a `decision.json` that applying it depends on."""
+
+    path: Path
+    flag: str
+    kind: str
+    recommendation: str
+    current_step: float | None
+    next_step: float | None
+    arms: tuple[str, ...]
+    generated_at: float  # epoch seconds
+    reasons: tuple[str, ...] = ()
+    summary: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> DecisionFile:
+        """Parse and check the fields; DecisionRefused naming the file and field otherwise."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DecisionRefused(f"{path}: not a readable JSON decision ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise DecisionRefused(f"{path}: a decision is a JSON object")
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], path: Path) -> DecisionFile:
+        def need(name: str, kind: type | tuple[type, ...]) -> Any:
+            value = raw.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise DecisionRefused(f"{path}: field '{name}' is missing or not a valid value")
+            return value
+
+        recommendation = need("recommendation", str)
+        if recommendation not in (*MOVES, *HOLDS):
+            raise DecisionRefused(
+                f"{path}: field 'recommendation' is {recommendation!r}, not one of "
+                f"{', '.join((*MOVES, *HOLDS))}"
+            )
+        try:
+            generated = datetime.fromisoformat(need("generated_at", str).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise DecisionRefused(f"{path}: field 'generated_at' is not an ISO time") from exc
+        arms = raw.get("arms") or []
+        return cls(
+            path=path,
+            flag=need("flag", str),
+            kind=need("kind", str),
+            recommendation=recommendation,
+            current_step=_number_or_none(raw, "current_step", path),
+            next_step=_number_or_none(raw, "next_step", path),
+            arms=tuple(str(a.get("variant")) for a in arms if isinstance(a, dict)),
+            generated_at=generated.timestamp(),
+            reasons=tuple(str(r) for r in raw.get("reasons") or []),
+            summary=str(raw.get("summary") or ""),
+        )
+
+
+def _number_or_none(raw: dict[str, Any], name: str, path: Path) -> float | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise DecisionRefused(f"{path}: field '{name}' must be a number or null")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Who:
+    """Who acts (a person, or the guard) and the evidence behind it."""
+
+    actor: str
+    source: str  # decide (a person with the CLI) | guard (the controller)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def schedule_of(definition: FlagDefinition) -> RampSchedule:
+    if definition.ramp is None:
+        raise RolloutError(
+            f"flag {definition.name} declares no ramp schedule: add a `ramp:` section to "
+            f"{definition.file} (environment, strategy, control, treatment, steps)"
+        )
+    return definition.ramp
+
+
+def flag_definition(flag: str, flags_dir: Path) -> tuple[FlagDefinition, FlagSet]:
+    flag_set = load_flags(flags_dir)
+    if flag not in flag_set.flags:
+        known = ", ".join(flag_set.flags) or "none"
+        raise UnknownFlag(f"unknown flag '{flag}'; flags/ defines: {known}")
+    return flag_set.flags[flag], flag_set
+
+
+def last_change(store: AuditStore, location: FlagLocation, flag: str) -> float:
+    """When the flag last changed: our own writes, and (on a server) its event log."""
+    times = [r.ts for r in store.history(location.server, flag) if r.changed_flag]
+    admin: UnleashAdmin | None = getattr(location, "admin", None)
+    if admin is not None:
+        events = [e for e in admin.get_events(flag, limit=20) if _changes_flag(e.type)]
+        times += [
+            datetime.fromisoformat(e.created_at.replace("Z", "+00:00")).timestamp() for e in events
+        ]
+    return max(times, default=0.0)
+
+
+def _changes_flag(event_type: str) -> bool:
+    # Tags, links and metadata do not change who is served what.
+    return not any(word in event_type for word in ("tag", "link", "metadata", "favorite"))
+
+
+def plan_decision(
+    decision: DecisionFile, definition: FlagDefinition, doc: Doc, changed_at: float
+) -> Move | None:
+    """The move `decision` asks of the flag now in state `doc`; None for a hold."""
+    schedule = schedule_of(definition)
+    if decision.flag != definition.name:
+        raise DecisionRefused(
+            f"{decision.path} is for flag '{decision.flag}', not '{definition.name}'"
+        )
+    known = {"default", *definition.variants}
+    unknown = [arm for arm in decision.arms if arm not in known]
+    if unknown:
+        raise DecisionRefused(
+            f"{decision.path} compares arms the flag does not have: {', '.join(unknown)} "
+            f"(flag {definition.name} has {', '.join(sorted(known))})"
+        )
+    # Decisions record whole seconds: one made in the second of the change is not stale.
+    if decision.generated_at < int(changed_at):
+        raise DecisionRefused(
+            f"{decision.path} is stale: made at {_iso(decision.generated_at)}, but the flag "
+            f"changed at {_iso(changed_at)}; run the report again"
+        )
+    step = current_step(doc, schedule)
+    if decision.current_step is not None and abs(decision.current_step - step) > STEP_TOLERANCE:
+        raise DecisionRefused(
+            f"{decision.path} was made at step {decision.current_step:g}%, but the flag serves "
+            f"the treatment to {step:g}% now; run the report again"
+        )
+    action = MOVES.get(decision.recommendation)
+    if action is None:
+        return None
+    to_step = decision.next_step if action == "ramp" else None
+    if to_step is not None and to_step not in schedule.steps:
+        raise DecisionRefused(
+            f"{decision.path}: next step {to_step:g}% is not in the flag's ramp schedule "
+            f"({', '.join(f'{s:g}' for s in schedule.steps)})"
+        )
+    return move(doc, schedule, action, to_step)
+
+
+def check_gates(chosen: Move, settings: Settings) -> None:
+    """A ramp or ship sends more users to the treatment: its bento must have passed its gates.
+
+    A bento this machine never built says nothing about its gates (as for `flags apply`).
+    """
+    from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
+
+    if chosen.action == "rollback":
+        return
+    gate = failed_gates([chosen.bento], settings).get(chosen.bento)
+    if gate and gate not in (NOT_BUILT, NOT_GATED):
+        raise DecisionRefused(
+            f"{chosen.bento} failed its quality gate '{gate}' and may not get more traffic"
+        )
+
+
+def apply_move(
+    chosen: Move,
+    location: FlagLocation,
+    store: AuditStore,
+    who: Who,
+    why: str,
+    notifier: Notifier | None = None,
+    evidence_url: str | None = None,
+) -> str:
+    """Write `chosen`, audit it with its evidence, link and notify; returns the flags/ diff.
+
+    The link (in Unleash: a feature link next to the flag) is best effort: the change is
+    made and audited whether or not it can be set.
+    """
+    written = location.write(chosen)
+    if evidence_url:
+        try:
+            location.link(EVIDENCE_LINK_TITLE, evidence_url)
+        except RolloutError as exc:
+            log.warning("flag %s: could not link the evidence: %s", chosen.flag, exc.message)
+    store.record(
+        location.server,
+        chosen.flag,
+        source=who.source,
+        actor=who.actor,
+        action=chosen.action,
+        what="\n".join(chosen.changes),
+        why=why,
+        state=written.doc,
+        evidence={**who.evidence, "from_step": chosen.from_step, "to_step": chosen.to_step},
+    )
+    if notifier is not None:
+        notifier.send(
+            Notification(
+                chosen.flag, chosen.action, f"{chosen.describe()}: {why}", who.actor, who.evidence
+            )
+        )
+    return written.file_diff
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def pending_promotion(store: AuditStore, location: FlagLocation, flag: str) -> Any:
+    """The guard's promotion that waits for a person, or None (a later change cancels it)."""
+    rows = store.history(location.server, flag)
+    latest = next(
+        (r for r in reversed(rows) if r.action in (PENDING, APPROVED, *STATE_ACTIONS)), None
+    )
+    return latest if latest is not None and latest.action == PENDING else None
+
+
+def approve(
+    definition: FlagDefinition,
+    location: FlagLocation,
+    store: AuditStore,
+    actor: str,
+    notifier: Notifier | None = None,
+    dry_run: bool = False,
+    settings: Settings | None = None,
+) -> tuple[Move, str]:
+    """Apply the pending promotion of `definition`'s flag as `actor`; returns it and the diff.
+
+    The flag must still be at the step the promotion was proposed from; the move is computed
+    afresh from the flag as it is now, so nothing stale is written.
+    """
+    pending = pending_promotion(store, location, definition.name)
+    if pending is None:
+        raise RolloutError(f"flag {definition.name} has no promotion waiting for approval")
+    proposal = (pending.evidence or {}).get("proposal") or {}
+    doc = location.read()
+    step = current_step(doc, schedule_of(definition))
+    if abs(step - float(proposal.get("from_step", -1))) > STEP_TOLERANCE:
+        raise DecisionRefused(
+            f"the pending promotion was proposed at {proposal.get('from_step')}%, but the flag "
+            f"is at {step:g}% now; it is stale"
+        )
+    to_step = proposal.get("to_step") if proposal.get("action") == "ramp" else None
+    chosen = move(doc, schedule_of(definition), str(proposal.get("action")), to_step)
+    if settings is not None:
+        check_gates(chosen, settings)
+    if dry_run:
+        return chosen, ""
+    who = Who(actor, DECIDE, {**(pending.evidence or {}), "approved_by": actor})
+    store.record(
+        location.server,
+        definition.name,
+        source=DECIDE,
+        actor=actor,
+        action=APPROVED,
+        what=f"approved: {chosen.describe()}",
+        why=pending.why,
+    )
+    return chosen, apply_move(
+        chosen, location, store, who, f"approved by {actor}: {pending.why}", notifier
+    )

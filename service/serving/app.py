@@ -1,0 +1,79 @@
+"""The Flask application factory: the same factory serves `flask --app`, gunicorn and tests."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from service.config import Settings
+from service.errors import RolloutError
+from service.serving.api import health, meta, models, outcomes
+from service.serving.selector import Selector
+
+log = logging.getLogger(__name__)
+
+# A body over the limit is still read up to this many times the limit, so its sender gets the
+# 413 (see _drain_body); larger ones are cut off.
+DRAIN_LIMIT_FACTOR = 8
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the selector app. `config` overrides settings (see service.config.Settings)."""
+    settings = Settings.load(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    selector = Selector.from_settings(settings)
+    app.extensions["selector"] = selector
+    # Flush buffered events however the process ends gracefully (gunicorn also calls close()).
+    atexit.register(selector.close)
+    for blueprint in (models.bp, outcomes.bp, health.bp, meta.bp):
+        app.register_blueprint(blueprint)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RolloutError)
+    def rollout_error(exc: RolloutError) -> Any:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+            _drain_body(DRAIN_LIMIT_FACTOR * app.config["MAX_CONTENT_LENGTH"])
+        return _error(exc.code or 500, code, message)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.exception("unhandled error")
+        return _error(500, "internal_error", "the selector failed; see its log")
+
+
+def _drain_body(limit: int) -> None:
+    """Read (and discard) a refused body, up to `limit` bytes, before answering.
+
+    A client still sending its body does not read the answer: without this, a caller over
+    the limit sees a reset connection instead of the JSON 413. Beyond `limit` the connection
+    is dropped, so a huge upload cannot keep a worker thread busy.
+    """
+    length = request.content_length or 0
+    if length > limit:
+        return
+    stream = request.environ.get("wsgi.input")
+    while stream is not None and length > 0:
+        chunk = stream.read(min(length, 1 << 16))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
+def _error(status: int, code: str, message: str) -> Any:
+    return jsonify({"error": {"code": code, "message": message}}), status

@@ -1,0 +1,91 @@
+"""`rollout serve`: the selector under gunicorn, several workers, graceful shutdown.
+
+The Unleash client, the bento pool and the event writer are built inside each worker after
+the fork (the Python SDK's scheduler threads do not survive a fork), by calling the app
+factory in `load()`. On SIGTERM gunicorn lets in-flight requests finish, then `worker_exit`
+closes the selector, which writes every buffered event.
+
+Metrics: each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR (a fresh folder per
+server run unless the variable is already set), so /metrics on any worker reports all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+# Not imported from service.serving.metrics: importing prometheus_client in the master before this
+# variable is set would fix its single-process mode into every forked worker.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class SelectorServer(BaseApplication):
+    def __init__(self, options: dict[str, Any], app_config: dict[str, Any] | None = None):
+        self.options = options
+        self.app_config = app_config
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+        self.cfg.set("worker_exit", _close_selector)
+        self.cfg.set("child_exit", _forget_worker_metrics)
+
+    def load(self) -> Any:
+        from service.serving.app import create_app
+
+        return create_app(self.app_config)
+
+
+def _close_selector(_server: Any, worker: Any) -> None:
+    app = getattr(worker, "wsgi", None)
+    selector = getattr(app, "extensions", {}).get("selector") if app else None
+    if selector is not None:
+        selector.close()
+
+
+def _forget_worker_metrics(_server: Any, worker: Any) -> None:
+    """A dead worker's gauges (queue depths) must not count in the live sum any more."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def serve(
+    host: str, port: int, workers: int, threads: int, app_config: dict[str, Any] | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT."""
+    own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
+    if own_metrics_dir:  # set before the fork, so every worker's prometheus_client sees it
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="rollout-metrics-")
+    master = os.getpid()
+    try:
+        _run(host, port, workers, threads, app_config)
+    finally:
+        # A worker leaves through this frame too (its SystemExit unwinds the stack it inherited
+        # from the fork); only the master may remove the folder the other workers still use.
+        if own_metrics_dir and os.getpid() == master:
+            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
+
+
+def _run(
+    host: str, port: int, workers: int, threads: int, app_config: dict[str, Any] | None
+) -> None:
+    SelectorServer(
+        {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "graceful_timeout": 30,
+            "timeout": 60,
+            "accesslog": None,
+            "loglevel": "warning",
+            "preload_app": False,
+        },
+        app_config,
+    ).run()
