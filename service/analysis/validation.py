@@ -24,7 +24,13 @@ import sqlalchemy as sa
 from service.analysis.decision import Check, Decision, missing_inputs_check
 from service.analysis.drift import DriftResult, categorical_drift, numeric_drift
 from service.analysis.queries import Window
-from service.registry.population import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from service.registry.bentos import stored_bento
+from service.registry.population import (
+    CATEGORICAL_FEATURES,
+    FEATURES,
+    NUMERIC_FEATURES,
+    training_data,
+)
 from service.store.events import exposures, outcomes
 
 DEFAULT_MAX_ROWS = 200_000
@@ -330,9 +336,6 @@ class ModelCard:
 def model_card(bento: str, settings: Any, max_rows: int = 20_000) -> ModelCard:
     """Offline metrics from the BentoML model's metadata and the training reference, rebuilt
     deterministically from its training seed and rows (scores from the saved pipeline)."""
-    from service.registry.population import FEATURES, training_data
-    from service.registry.versions import stored_bento
-
     try:
         stored = stored_bento(bento, settings)
     except Exception as exc:  # unknown or unbuilt bento: validate without a reference

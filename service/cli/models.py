@@ -27,7 +27,7 @@ def models_build(
 
     A version that fails a gate is removed from the store and the command exits 1.
     """
-    from service.registry.versions import build_all
+    from service.registry.build import build_all
 
     settings = settings_of(ctx)
     built = build_all(
@@ -41,8 +41,8 @@ def models_build(
 @click.pass_context
 def models_list(ctx: click.Context) -> None:
     """Every bento in the store: created, data, offline AUC, gate status, where it serves."""
+    from service.registry.bentos import serving_flags, stored_bentos
     from service.registry.gates import gate_status
-    from service.registry.versions import serving_flags, stored_bentos
 
     settings = settings_of(ctx)
     header = ("TAG", "CREATED", "SNAPSHOT", "DATA", "AUC", "BRIER", "GATES", "SERVES")
@@ -78,9 +78,9 @@ def _metric(value: float | None) -> str:
 @click.pass_context
 def models_show(ctx: click.Context, tag: str, as_html: bool) -> None:
     """Print the model card of TAG (e.g. churn:v2), with its gate status."""
+    from service.registry.bentos import stored_bento
     from service.registry.cards import read_card
     from service.registry.gates import gate_status
-    from service.registry.versions import stored_bento
 
     settings = settings_of(ctx)
     card = read_card(tag, settings)
@@ -140,7 +140,7 @@ def models_train(
     The version is appended to bentos/FAMILY/versions.yaml (with its snapshot pinned), built,
     and gated against the flag's current default; on any failure nothing is left behind.
     """
-    from service.registry.versions import Retraining, retrain
+    from service.registry.build import Retraining, retrain
 
     plan = Retraining(family, version, drift, seed, period, base, change)
     result = retrain(plan, settings_of(ctx), progress)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
+from service.errors import UnknownFlag
 from service.flags.definitions import FlagDefinition, FlagSet, flag_from_document
 from service.flags.ramp import Doc, Move
 from service.flags.sync import (
@@ -100,8 +101,6 @@ class ServerFlag:
         state = read_server(self.admin, [self.definition.name])
         doc = state.doc(self.definition.name)
         if doc is None:
-            from service.errors import UnknownFlag
-
             raise UnknownFlag(f"flag '{self.definition.name}' does not exist on {self.server}")
         return doc
 

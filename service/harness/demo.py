@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from service.analysis.reports import run_ab_report
 from service.config import Settings
 from service.flags.definitions import load_flags
 from service.harness.simulate import SimulationSummary, simulate
 from service.processes import free_port, selector_process
+from service.registry.bento_process import BentoProcess
+from service.registry.build import build_all
 from service.serving.catalog import BentoCatalog
 
 FLAG = "churn-model"
@@ -35,10 +38,6 @@ class DemoResult:
 def run_demo(
     settings: Settings, *, users: int, concurrency: int, progress: Callable[[str], None]
 ) -> DemoResult:
-    from service.analysis.reports import run_ab_report
-    from service.registry.bento_process import BentoProcess
-    from service.registry.versions import build_all
-
     started = time.perf_counter()
     window_start = datetime.now(UTC).isoformat(timespec="seconds")
     progress("step 1/5: building one bento per model version")

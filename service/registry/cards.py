@@ -17,13 +17,8 @@ from typing import Any
 import yaml
 
 from service.config import Settings
-from service.registry.versions import (
-    VERSIONS_FILE,
-    StoredBento,
-    UnknownBento,
-    declared_bentos,
-    stored_bento,
-)
+from service.registry.bentos import StoredBento, stored_bento
+from service.registry.versions import VERSIONS_FILE, UnknownBento, declared_bentos
 
 CARD_FILES = ("card.json", "card.md", "card.html")
 METRIC_COLUMNS = ("auc", "accuracy", "log_loss", "brier", "offer_rate", "churn_rate", "rows")

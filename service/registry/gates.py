@@ -32,14 +32,9 @@ import yaml
 from service.config import Settings
 from service.errors import RolloutError
 from service.flags.definitions import load_flags
-from service.registry.versions import (
-    GATES_FILE,
-    StoredBento,
-    UnknownBento,
-    declared_bentos,
-    discard,
-    stored_bento,
-)
+from service.registry.bento_process import BentoProcess
+from service.registry.bentos import StoredBento, discard, stored_bento
+from service.registry.versions import GATES_FILE, UnknownBento, declared_bentos
 
 REPORT_FILE = "gates.json"
 NOT_BUILT = "(not built)"
@@ -532,8 +527,6 @@ def _latencies(url: str, spec: GateSpec) -> list[float]:
 @contextmanager
 def served(tags: Iterable[str], settings: Settings) -> Iterator[dict[str, str]]:
     """`bentoml serve` for each tag, started together and waited for: tag -> URL."""
-    from service.registry.bento_process import BentoProcess
-
     with ExitStack() as stack:
         servers = {tag: stack.enter_context(BentoProcess(tag, settings=settings)) for tag in tags}
         for server in servers.values():

@@ -23,6 +23,7 @@ from service.flags.definitions import FlagDefinition, FlagSet, RampSchedule, loa
 from service.flags.ramp import Doc, Move, current_step, move
 from service.flags.state import FlagLocation
 from service.flags.unleash_admin import UnleashAdmin
+from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
 from service.rollout.notify import Notification, Notifier
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,6 @@ def check_gates(chosen: Move, settings: Settings) -> None:
 
     A bento this machine never built says nothing about its gates (as for `flags apply`).
     """
-    from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
-
     if chosen.action == "rollback":
         return
     gate = failed_gates([chosen.bento], settings).get(chosen.bento)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from service.analysis.guardrails import arm_traffic, check_guardrails
+from service.analysis.reports import new_run_dir
 from service.config import Settings
 from service.errors import RolloutError
 from service.flags.audit import GUARD, STATE_ACTIONS, AuditStore, Recorded
@@ -46,6 +47,7 @@ from service.rollout.decisions import (
     plan_decision,
     schedule_of,
 )
+from service.rollout.identity import report_url
 from service.rollout.notify import Notification, Notifier
 
 log = logging.getLogger(__name__)
@@ -239,9 +241,6 @@ class Guard:
         the URL the flag's link should carry: the step's report, else that file."""
         if self.settings is None:
             return None
-        from service.analysis.reports import new_run_dir
-        from service.rollout.identity import report_url
-
         folder = new_run_dir(self.settings.reports_dir, self.flag, "guard")
         path = folder / "evidence.json"
         document = {

@@ -28,11 +28,13 @@ import yaml
 
 from service.config import Settings
 from service.errors import ConfigError, RolloutError, UnknownFlag, UnleashAdminError
+from service.flags.audit import AuditStore
 from service.flags.client_features import DEFAULT_VARIANT, default_variant
 from service.flags.definitions import FlagDefinition, load_flags
-from service.flags.unleash_admin import Strategy, UnleashAdmin, Variant
+from service.flags.unleash_admin import Strategy, UnleashAdmin, Variant, token_from_environment
 from service.registry.gates import failed_gates
 from service.registry.versions import UnknownBento, declared_bentos
+from service.store.events import create_engine
 
 PROJECT = "default"
 AUDIT_FILE = Path("audit") / "rollbacks.jsonl"
@@ -205,8 +207,6 @@ def _replace(path: Path, text: str) -> None:
 
 def admin_token() -> str:
     """The admin token from UNLEASH_ADMIN_TOKEN or UNLEASH_ADMIN_TOKEN_FILE (never printed)."""
-    from service.flags.unleash_admin import token_from_environment
-
     token = token_from_environment("UNLEASH_ADMIN_TOKEN")
     if not token:
         raise ConfigError(
@@ -320,9 +320,6 @@ def record(rollback: Rollback, settings: Settings) -> Path:
 
 
 def _record_in_audit_table(entry: dict[str, Any], settings: Settings) -> None:
-    from service.flags.audit import AuditStore
-    from service.store.events import create_engine
-
     engine = create_engine(settings.event_store_url)
     try:
         AuditStore(engine).record(

@@ -18,6 +18,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from service.serving.app import create_app
+
 # Not imported from service.serving.metrics: importing prometheus_client in the master before this
 # variable is set would fix its single-process mode into every forked worker.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -36,8 +38,6 @@ class SelectorServer(BaseApplication):
         self.cfg.set("child_exit", _forget_worker_metrics)
 
     def load(self) -> Any:
-        from service.serving.app import create_app
-
         return create_app(self.app_config)
 
 

@@ -26,7 +26,7 @@ from service.config import Settings
 from service.errors import RolloutError
 from service.processes import ProcessFailed
 from service.registry.bento_process import BentoProcess
-from service.registry.versions import build_all
+from service.registry.build import build_all
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_VERSION = "v3"

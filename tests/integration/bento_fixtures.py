@@ -25,7 +25,7 @@ from service.config import Settings
 from service.errors import RolloutError
 from service.processes import ProcessFailed
 from service.registry.bento_process import BentoProcess
-from service.registry.versions import BuiltBento, build_all
+from service.registry.build import BuiltBento, build_all
 
 SERVE_TIMEOUT = 90.0
 

@@ -18,8 +18,7 @@ import yaml
 
 from service.config import Settings
 from service.processes import ProcessFailed, free_port
-from service.registry import population
-from service.registry import versions as models
+from service.registry import build, population, versions
 from service.registry.bento_process import BentoProcess
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ def store_yaml(settings: Settings, kind: str, tag: str) -> dict[str, Any]:
 
 
 def test_every_declared_version_is_built(built_bentos: BuiltBentos) -> None:
-    declared = models.declared_bentos(built_bentos.settings.bentos_dir)
+    declared = versions.declared_bentos(built_bentos.settings.bentos_dir)
     assert set(built_bentos.built) == set(declared)
     for tag, built in built_bentos.built.items():
         spec = declared[tag]
@@ -74,7 +73,7 @@ def test_every_declared_version_is_built(built_bentos: BuiltBentos) -> None:
 
 
 def test_building_again_skips_the_unchanged_versions(built_bentos: BuiltBentos) -> None:
-    again = {b.tag: b for b in models.build_all(built_bentos.settings)}
+    again = {b.tag: b for b in build.build_all(built_bentos.settings)}
     assert all(b.skipped for b in again.values())
     for tag, built in built_bentos.built.items():
         assert again[tag].model_hash == built.model_hash
@@ -89,14 +88,14 @@ def test_a_cold_build_elsewhere_gives_the_same_models_and_a_change_is_rebuilt(
     settings = Settings.load({"data_dir": tmp_path / "data", "bentos_dir": bentos_dir})
 
     # This is about recipes and model hashes; gating is covered by test_gates_served.py.
-    cold = {b.tag: b for b in models.build_all(settings, gate=False)}
+    cold = {b.tag: b for b in build.build_all(settings, gate=False)}
     for tag, built in built_bentos.built.items():
         assert not cold[tag].skipped
         assert (cold[tag].model_hash, cold[tag].recipe) == (built.model_hash, built.recipe)
 
     versions = bentos_dir / "churn" / "versions.yaml"
     versions.write_text(versions.read_text().replace("{C: 1.0,", "{C: 0.001,"))
-    changed = {b.tag: b for b in models.build_all(settings, gate=False)}
+    changed = {b.tag: b for b in build.build_all(settings, gate=False)}
     assert not changed["churn:v1"].skipped
     assert changed["churn:v1"].model_hash != cold["churn:v1"].model_hash
     assert changed["churn:v2"].skipped
@@ -127,7 +126,7 @@ def test_the_served_model_is_the_built_one(
     bento_servers: dict[str, BentoProcess], built_bentos: BuiltBentos, tag: str
 ) -> None:
     """The model hash recomputed from the served scores equals the one recorded at build."""
-    train = models.training_module(REPO / "bentos" / "churn")
+    train = build.training_module(REPO / "bentos" / "churn")
     scores = served_scores(bento_servers[tag], train.probe_frame())
     assert train.scores_hash(scores) == built_bentos.built[tag].model_hash
 

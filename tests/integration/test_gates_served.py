@@ -15,8 +15,7 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.config import Settings
-from service.registry import gates
-from service.registry import versions as models
+from service.registry import bentos, gates
 
 if TYPE_CHECKING:
     from bento_fixtures import BuiltBentos
@@ -36,7 +35,7 @@ def test_every_built_bento_passed_its_gates_on_the_served_bento(
     settings = built_bentos.settings
     assert gates.failed_gates(built_bentos.built, settings) == {}
     for tag in built_bentos.built:
-        bento = models.stored_bento(tag, settings)
+        bento = bentos.stored_bento(tag, settings)
         report = gates.read_report(bento)
         assert report is not None and report.passed
         assert report.model_hash == built_bentos.built[tag].model_hash
@@ -51,7 +50,7 @@ def test_every_built_bento_passed_its_gates_on_the_served_bento(
             "card.html",
             "gates.json",
         }
-    report_v2 = gates.read_report(models.stored_bento("churn:v2", settings))
+    report_v2 = gates.read_report(bentos.stored_bento("churn:v2", settings))
     assert report_v2 is not None
     assert {"schema:churn:v1", "vs-default:auc[segment=smb]"} <= {r.name for r in report_v2.results}
 
@@ -97,7 +96,7 @@ def test_a_failed_gate_is_stored_with_the_bento_and_named(
     strict = Settings.load(
         {"data_dir": built_bentos.settings.data_dir, "bentos_dir": tmp_path / "bentos"}
     )
-    bento = models.stored_bento("churn:v1", strict)
+    bento = bentos.stored_bento("churn:v1", strict)
     kept = (bento.rollout_dir / gates.REPORT_FILE).read_bytes()
     try:
         result = rollout(strict, "models", "gate", "churn:v1")

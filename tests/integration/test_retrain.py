@@ -16,9 +16,8 @@ from click.testing import CliRunner, Result
 
 from service.cli import main
 from service.config import Settings
-from service.registry import gates
+from service.registry import bentos, gates, versions
 from service.registry import snapshots as data_snapshots
-from service.registry import versions as models
 
 if TYPE_CHECKING:
     from bento_fixtures import BuiltBentos
@@ -63,11 +62,11 @@ def test_train_packages_and_gates_a_version_on_drifted_data(
     assert "churn:v3: trained on snapshot" in result.output
     assert "gates passed; ready for a canary" in result.output
     assert "vs-default:auc[overall]" in result.output  # evaluated against the flag's default
-    spec = models.declared_bentos(settings.bentos_dir)["churn:v3"]
+    spec = versions.declared_bentos(settings.bentos_dir)["churn:v3"]
     assert (spec.drift, spec.period, spec.kind) == (0.3, "2026-Q4", "logistic_regression")
     snapshot = data_snapshots.find_snapshot(str(spec.snapshot), settings.data_dir)
     assert snapshot.source["drift"] == 0.3 and snapshot.period == "2026-Q4"
-    bento = models.stored_bento("churn:v3", settings)
+    bento = bentos.stored_bento("churn:v3", settings)
     assert bento.labels["snapshot"] == snapshot.sha256
     assert gates.failed_gates(["churn:v3"], settings) == {}
     card = (bento.rollout_dir / "card.md").read_text()
@@ -83,7 +82,7 @@ def test_train_packages_and_gates_a_version_on_drifted_data(
 
 def test_a_snapshot_rebuilds_the_same_model(built_bentos: BuiltBentos, tmp_path: Path) -> None:
     built = built_bentos.built["churn:v1"]
-    source = models.stored_bento("churn:v1", built_bentos.settings).labels["snapshot"]
+    source = bentos.stored_bento("churn:v1", built_bentos.settings).labels["snapshot"]
     fresh = Settings.load({"data_dir": tmp_path / "data"})
     target = data_snapshots.snapshots_dir(fresh.data_dir)
     target.mkdir(parents=True)
@@ -94,7 +93,7 @@ def test_a_snapshot_rebuilds_the_same_model(built_bentos: BuiltBentos, tmp_path:
         fresh, "models", "build", "--version", "v1", "--snapshot", source[:12], "--no-gates"
     )
     assert result.exit_code == 0, result.output
-    rebuilt = models.stored_bento("churn:v1", fresh)
+    rebuilt = bentos.stored_bento("churn:v1", fresh)
     assert rebuilt.labels["model_hash"] == built.model_hash
     assert rebuilt.labels["snapshot"] == source
 

@@ -30,8 +30,7 @@ with warnings.catch_warnings():
 
 from service.config import Settings
 from service.errors import ConfigError
-from service.registry import population
-from service.registry import versions as models
+from service.registry import build, population, versions
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILY_DIR = REPO / "bentos" / "churn"
@@ -57,7 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     BentoMLContainer.model_store.set(ModelStore(str(home / "models")))
     BentoMLContainer.bento_store.set(BentoStore(str(home / "bentos")))
     try:
-        train = models.training_module(FAMILY_DIR)
+        train = build.training_module(FAMILY_DIR)
         result = {}
         for version in VERSIONS:
             result[version] = train.train(train.spec_for(version))
@@ -233,7 +232,7 @@ def save_with_serving(trained_version: Any, version: str, **serving: Any) -> Non
     """Save a trained model again as `churn-model:<version>`, with other serving knobs."""
     spec = trained_version.spec
     spec = dataclasses.replace(spec, version=version, serving={**spec.serving, **serving})
-    models.training_module(FAMILY_DIR).save(dataclasses.replace(trained_version, spec=spec))
+    build.training_module(FAMILY_DIR).save(dataclasses.replace(trained_version, spec=spec))
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +312,7 @@ def test_the_service_needs_the_version_argument() -> None:
 
 
 def test_declared_bentos_lists_the_churn_versions() -> None:
-    specs = models.declared_bentos(Settings.load().bentos_dir)
+    specs = versions.declared_bentos(Settings.load().bentos_dir)
     assert {"churn:v1", "churn:v2"} <= set(specs)
     v2 = specs["churn:v2"]
     assert (v2.family, v2.version, v2.model_tag) == ("churn", "v2", "churn-model:v2")
@@ -324,8 +323,8 @@ def test_declared_bentos_lists_the_churn_versions() -> None:
 
 def test_declared_bentos_does_not_import_bentoml() -> None:
     code = (
-        "import sys; from service.registry import versions as models; from service.config import Settings; "
-        "models.declared_bentos(Settings.load().bentos_dir); "
+        "import sys; from service.registry import versions; from service.config import Settings; "
+        "versions.declared_bentos(Settings.load().bentos_dir); "
         "assert 'bentoml' not in sys.modules and 'sklearn' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
@@ -361,4 +360,4 @@ def test_an_invalid_declaration_names_the_problem(
     (tmp_path / "churn").mkdir()
     (tmp_path / "churn" / "versions.yaml").write_text(text.replace(old, new))
     with pytest.raises(ConfigError, match=re.escape(message)):
-        models.declared_bentos(tmp_path)
+        versions.declared_bentos(tmp_path)

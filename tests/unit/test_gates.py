@@ -17,8 +17,8 @@ from integration.bento_fixtures import CHURN_SCHEMA, churn_metrics
 
 from service.config import Settings
 from service.registry import gates
+from service.registry.bentos import stored_bento
 from service.registry.gates import Case, GateReport, GateResult, MetricBound, Tolerance
-from service.registry.versions import stored_bento
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -240,7 +240,7 @@ def test_flag_defaults_come_from_flags(settings: Settings) -> None:
 def test_building_with_a_broken_gate_definition_stores_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
-    from service.registry.versions import build_all
+    from service.registry.build import build_all
 
     bentos = tmp_path / "bentos"
     shutil.copytree(REPO / "bentos" / "churn", bentos / "churn")

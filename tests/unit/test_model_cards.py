@@ -9,7 +9,7 @@ from integration.bento_fixtures import churn_metrics
 
 from service.config import Settings
 from service.registry import cards as model_cards
-from service.registry.versions import stored_bento
+from service.registry.bentos import stored_bento
 
 
 def test_the_card_has_every_section_and_the_change_log(

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 from service.config import Settings
-from service.registry import population
-from service.registry import versions as models
+from service.registry import build, population, versions
 from service.registry.population import User
 
 N = 20_000
@@ -33,8 +32,8 @@ def frame(users: list[User]) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def trained() -> dict[str, Any]:
     """The declared churn versions, trained in-process by the family's train.py."""
-    specs = models.declared_bentos(Settings.load().bentos_dir)
-    train = models.training_module(specs["churn:v1"].family_dir)
+    specs = versions.declared_bentos(Settings.load().bentos_dir)
+    train = build.training_module(specs["churn:v1"].family_dir)
     return {tag: train.train(spec) for tag, spec in specs.items() if spec.family == "churn"}
 
 
@@ -243,7 +242,7 @@ def test_offline_metrics_cover_every_segment_and_region(trained: dict[str, Any])
 
 def test_training_twice_gives_the_same_model(trained: dict[str, Any]) -> None:
     spec = trained["churn:v2"].spec
-    again = models.training_module(spec.family_dir).train(spec)
+    again = build.training_module(spec.family_dir).train(spec)
     assert again.model_hash == trained["churn:v2"].model_hash
     assert again.data_fingerprint == trained["churn:v2"].data_fingerprint
 

@@ -17,8 +17,9 @@ import yaml
 from service.config import Settings
 from service.errors import UnknownFlag
 from service.registry import gates
+from service.registry.bentos import stored_bento
 from service.registry.gates import GateReport, GateResult
-from service.registry.versions import UnknownBento, stored_bento
+from service.registry.versions import UnknownBento
 from service.rollout import rollback
 
 FLAG = """\
