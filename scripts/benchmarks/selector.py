@@ -33,8 +33,8 @@ from service.config import Settings
 from service.flags.definitions import load_flags
 from service.processes import free_port, selector_process
 from service.registry.bento_process import BentoProcess
-from service.registry.population import population
 from service.registry.build import build_all
+from service.registry.population import population
 from service.serving.catalog import BentoCatalog
 from service.serving.flag_client import FlagClient
 from service.serving.routing import decide

@@ -194,7 +194,8 @@ def flags_export(
     ctx: click.Context, url: str | None, project: str, out: Path | None, names: tuple[str, ...]
 ) -> None:
     """Write the server's model flags (and context fields, segments) as flag files."""
-    from service.flags.sync import export_context, export_flag, model_flags, read_all_flags
+    from service.flags.export import export_context, export_flag, model_flags
+    from service.flags.server_state import read_all_flags
     from service.flags.unleash_admin import admin_from_environment
 
     directory = out or settings_of(ctx).flags_dir

@@ -78,7 +78,7 @@ def demo(ctx: click.Context, users: int, concurrency: int) -> None:
 def _show_how_to_apply(ctx: click.Context, decision_path: Path) -> None:
     """What applying the decision to flags/ would change: the loop's last step, in words."""
     from service.errors import RolloutError
-    from service.flags.sync import flag_doc
+    from service.flags.documents import flag_doc
     from service.rollout.decisions import DecisionFile, flag_definition, plan_decision
 
     try:

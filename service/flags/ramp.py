@@ -1,6 +1,6 @@
 """Ramp steps as changes to a flag document: where the canary is, and the next state.
 
-A flag document is what a flag file holds (service.flags.sync builds the same shape from a
+A flag document is what a flag file holds (service.flags.documents builds the same shape from a
 server), so one pure function serves embedded mode (flags/) and server mode (Unleash) alike.
 The step is the share of users the ramp strategy serves the treatment variant:
 rollout x treatment weight / 100. Moving to a step changes the strategy's rollout; past the

@@ -26,16 +26,10 @@ from ruamel.yaml.comments import CommentedMap
 
 from service.errors import UnknownFlag
 from service.flags.definitions import FlagDefinition, FlagSet, flag_from_document
+from service.flags.documents import PROJECT, _normalized, flag_doc, server_flag_doc
+from service.flags.plan import Target, make_plan
 from service.flags.ramp import Doc, Move
-from service.flags.sync import (
-    PROJECT,
-    Target,
-    _normalized,
-    flag_doc,
-    make_plan,
-    read_server,
-    server_flag_doc,
-)
+from service.flags.server_state import read_server
 from service.flags.unleash_admin import UnleashAdmin
 
 

@@ -32,9 +32,9 @@ from service.config import Settings
 from service.errors import RolloutError
 from service.flags.audit import GUARD, STATE_ACTIONS, AuditStore, Recorded
 from service.flags.definitions import FlagDefinition, RampSchedule
+from service.flags.documents import diff
 from service.flags.ramp import Doc, current_step, move
 from service.flags.state import FlagLocation, same_doc
-from service.flags.sync import diff
 from service.rollout.decisions import (
     APPROVED,
     PAUSED,

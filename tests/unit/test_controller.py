@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from service.cli import main
 from service.flags.audit import AuditStore
 from service.flags.definitions import load_flags
-from service.flags.sync import flag_doc
+from service.flags.documents import flag_doc
 from service.rollout.decisions import DecisionFile, DecisionRefused, plan_decision
 from service.store.events import create_engine
 

@@ -16,9 +16,10 @@ import pytest
 from integration.bento_fixtures import CHURN_SCHEMA, churn_metrics
 
 from service.config import Settings
-from service.registry import gates
+from service.registry import gate_checks, gates
 from service.registry.bentos import stored_bento
-from service.registry.gates import Case, GateReport, GateResult, MetricBound, Tolerance
+from service.registry.gate_checks import Case, GateResult, MetricBound, Tolerance
+from service.registry.gates import GateReport
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def family_with_gates(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_churn_gates_parse() -> None:
-    spec = gates.load_gates(REPO / "bentos" / "churn")
+    spec = gate_checks.load_gates(REPO / "bentos" / "churn")
     assert [c.name for c in spec.cases] == [
         "loyal-enterprise-low-risk",
         "frustrated-idle-consumer-higher-risk",
@@ -63,16 +64,16 @@ def test_a_bad_gate_definition_is_refused_with_file_and_field(
 ) -> None:
     budgets = "budgets: {latency_p95_ms: 100, latency_requests: 10, size_mb: 5}"
     family = family_with_gates(tmp_path, f"metrics:\n  {metrics}\n{budgets}\n")
-    with pytest.raises(gates.GateDefinitionError) as raised:
-        gates.load_gates(family)
+    with pytest.raises(gate_checks.GateDefinitionError) as raised:
+        gate_checks.load_gates(family)
     assert str(family / "gates.yaml") in raised.value.message
     assert message in raised.value.message
 
 
 def test_missing_budgets_are_refused(tmp_path: Path) -> None:
     family = family_with_gates(tmp_path, "cases: []\n")
-    with pytest.raises(gates.GateDefinitionError, match=r"budgets.latency_p95_ms: required"):
-        gates.load_gates(family)
+    with pytest.raises(gate_checks.GateDefinitionError, match=r"budgets.latency_p95_ms: required"):
+        gate_checks.load_gates(family)
 
 
 # ---------------------------------------------------------------- pure checks
@@ -84,20 +85,24 @@ def test_cases_check_values_and_ranges() -> None:
         Case("high", {}, {"churn_probability": {"min": 0.6}}),
     ]
     outputs = [{"churn_probability": 0.1, "offer": False}, {"churn_probability": 0.5}]
-    results = gates.check_cases(cases, outputs)
+    results = gate_checks.check_cases(cases, outputs)
     assert [(r.name, r.passed) for r in results] == [("case:low", True), ("case:high", False)]
     assert "0.5000, expected within [0.6, None]" in results[1].detail
 
 
 def test_a_refused_request_fails_every_case() -> None:
-    results = gates.check_cases([Case("a", {}, {}), Case("b", {}, {})], "the bento answered 400")
+    results = gate_checks.check_cases(
+        [Case("a", {}, {}), Case("b", {}, {})], "the bento answered 400"
+    )
     assert [r.passed for r in results] == [False, False]
 
 
 def test_absolute_bounds_apply_to_every_slice_named() -> None:
     metrics = churn_metrics(0.7)
     metrics["by_region"]["apac"] = {**metrics["by_region"]["apac"], "auc": 0.55}
-    results = gates.check_absolute([MetricBound("auc", ("overall", "region"), min=0.6)], metrics)
+    results = gate_checks.check_absolute(
+        [MetricBound("auc", ("overall", "region"), min=0.6)], metrics
+    )
     failed = [r.name for r in results if not r.passed]
     assert failed == ["metric:auc[region=apac]>=0.6"]
     assert len(results) == 4
@@ -115,7 +120,7 @@ def test_no_worse_than_the_default_by_more_than_the_tolerance(
     candidate_auc: float, candidate_brier: float, failed: list[str]
 ) -> None:
     rules = [Tolerance("auc", ("overall",), 0.02), Tolerance("brier", ("overall",), 0.01)]
-    results = gates.check_against_default(
+    results = gate_checks.check_against_default(
         rules, churn_metrics(candidate_auc, candidate_brier), churn_metrics(0.7, 0.15), "churn:v1"
     )
     assert [r.name for r in results if not r.passed] == failed
@@ -124,7 +129,7 @@ def test_no_worse_than_the_default_by_more_than_the_tolerance(
 def test_per_segment_comparison_names_the_segment() -> None:
     candidate = churn_metrics(0.75)
     candidate["by_segment"]["smb"] = {**candidate["by_segment"]["smb"], "auc": 0.6}
-    results = gates.check_against_default(
+    results = gate_checks.check_against_default(
         [Tolerance("auc", ("segment",), 0.02)], candidate, churn_metrics(0.7), "churn:v1"
     )
     assert [r.name for r in results if not r.passed] == ["vs-default:auc[segment=smb]"]
@@ -169,7 +174,7 @@ def _prediction(route: dict[str, Any]) -> dict[str, Any]:
 def test_schema_changes_that_break_callers_are_named(
     change: Callable[[dict[str, Any]], None], problem: str
 ) -> None:
-    problems = gates.schema_problems(CHURN_SCHEMA, _schema_with(change))
+    problems = gate_checks.schema_problems(CHURN_SCHEMA, _schema_with(change))
     assert len(problems) == 1 and problem in problems[0]
 
 
@@ -179,15 +184,15 @@ def test_compatible_schema_changes_pass() -> None:
         _record(route)["properties"]["plan"] = {"type": "string"}  # optional: not required
         _prediction(route)["properties"]["reason"] = {"type": "string"}
 
-    assert gates.schema_problems(CHURN_SCHEMA, CHURN_SCHEMA) == []
-    assert gates.schema_problems(CHURN_SCHEMA, _schema_with(widen)) == []
+    assert gate_checks.schema_problems(CHURN_SCHEMA, CHURN_SCHEMA) == []
+    assert gate_checks.schema_problems(CHURN_SCHEMA, _schema_with(widen)) == []
 
 
 def test_budgets() -> None:
-    spec = gates.load_gates(REPO / "bentos" / "churn")
-    ok = gates.check_budgets(spec, [5.0] * 20, 1_000_000)
+    spec = gate_checks.load_gates(REPO / "bentos" / "churn")
+    ok = gate_checks.check_budgets(spec, [5.0] * 20, 1_000_000)
     assert [r.passed for r in ok] == [True, True]
-    slow = gates.check_budgets(spec, [5.0] * 10 + [spec.latency_p95_ms + 1] * 10, 10**9)
+    slow = gate_checks.check_budgets(spec, [5.0] * 10 + [spec.latency_p95_ms + 1] * 10, 10**9)
     assert [(r.name, r.passed) for r in slow] == [("latency:p95", False), ("size", False)]
 
 
@@ -247,7 +252,7 @@ def test_building_with_a_broken_gate_definition_stores_nothing(
     gates_file = bentos / "churn" / "gates.yaml"
     gates_file.write_text(gates_file.read_text().replace("metric: brier, max", "metric: f1, max"))
     broken = Settings.load({**_overrides(settings), "bentos_dir": bentos})
-    with pytest.raises(gates.GateDefinitionError, match="unknown metric 'f1'"):
+    with pytest.raises(gate_checks.GateDefinitionError, match="unknown metric 'f1'"):
         build_all(broken)
     assert not broken.bentoml_home.exists()
     assert not (broken.data_dir / "snapshots").exists()

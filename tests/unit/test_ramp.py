@@ -6,8 +6,8 @@ import pytest
 
 from service.errors import FlagDefinitionError
 from service.flags.definitions import Guardrails, load_flags
+from service.flags.documents import flag_doc
 from service.flags.ramp import RampError, current_step, move, next_step
-from service.flags.sync import flag_doc
 
 BENTOS = {"churn:v1", "churn:v2", "churn:v3"}
 

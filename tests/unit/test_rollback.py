@@ -18,7 +18,8 @@ from service.config import Settings
 from service.errors import UnknownFlag
 from service.registry import gates
 from service.registry.bentos import stored_bento
-from service.registry.gates import GateReport, GateResult
+from service.registry.gate_checks import GateResult
+from service.registry.gates import GateReport
 from service.registry.versions import UnknownBento
 from service.rollout import rollback
 
