@@ -7,15 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.analysis.decision import (
-    DecisionPolicy,
-    decide_ab,
-    next_ramp_step,
-    numbers,
-    parse_ramp_steps,
-    parse_split,
-    write_decision,
-)
+from service.analysis.ab_evidence import DecisionPolicy
+from service.analysis.ab_test import decide_ab, parse_split
+from service.analysis.decision import next_ramp_step, numbers, parse_ramp_steps, write_decision
 from service.analysis.queries import AbSample, Window
 from service.analysis.stats import ProportionStats
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from service.analysis.decision import analyse_ab
+from service.analysis.ab_test import analyse_ab
 from service.analysis.reports import AB_PARAMETERS, coerce_parameters, exit_code
 from service.store.events import create_engine, exposures, outcomes
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from service.analysis.decision import DEFAULT_GUARDRAILS, DecisionPolicy, decide_ab
+from service.analysis.ab_evidence import DecisionPolicy
+from service.analysis.ab_test import DEFAULT_GUARDRAILS, decide_ab
 from service.analysis.queries import AbSample, Window
 from service.analysis.stats import MomentStats, ProportionStats
 

@@ -1,0 +1,218 @@
+"""The whole A/B analysis, as the notebook runs it: parameters in, a decision out.
+
+`analyse_ab` parses the report's parameters, gathers the evidence (`analysis.ab_evidence`),
+applies the decision rule (`analysis.ab_rules`) and writes the checks (`analysis.ab_checks`)
+into the decision document (`analysis.decision`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.analysis.ab_checks import arm_rows, checks, summary_paragraph
+from service.analysis.ab_evidence import (
+    DecisionPolicy,
+    GuardrailSpec,
+    data_problems,
+    gather_evidence,
+    with_metrics,
+)
+from service.analysis.ab_rules import recommend
+from service.analysis.decision import (
+    DEFAULT_RAMP_STEPS,
+    Decision,
+    _iso,
+    hold_for_missing,
+    parse_ramp_steps,
+)
+from service.analysis.queries import (
+    AbSample,
+    CumulativePoint,
+    Window,
+    ab_sample,
+    bucket_seconds_for,
+    cumulative_by_bucket,
+    guardrail_moments,
+    known_metrics,
+    metric_moments,
+)
+from service.analysis.stats import (
+    ADJUSTMENT_NAMES,
+    MomentStats,
+)
+
+# Errors and fallbacks: at most 1 pp more than control; latency: at most 20% slower.
+DEFAULT_GUARDRAILS: tuple[GuardrailSpec, ...] = (
+    GuardrailSpec("error_rate", 0.01),
+    GuardrailSpec("fallback_rate", 0.01),
+    GuardrailSpec("latency_ms", 0.20, relative=True),
+)
+
+
+def decide_ab(
+    sample: AbSample,
+    *,
+    control: str,
+    treatment: str,
+    expected_weights: dict[str, float] | None = None,
+    current_step: float | None = None,
+    policy: DecisionPolicy | None = None,
+    primary_moments: dict[str, MomentStats] | None = None,
+    goal_moments: dict[str, dict[str, MomentStats]] | None = None,
+    guardrail_moments: dict[str, dict[str, MomentStats]] | None = None,
+) -> Decision:
+    """Evidence, rule and `decision.json` content for one A/B comparison of `sample`.
+
+    `primary_moments` (per arm, with the pre-exposure value as `x`) turns on CUPED for the
+    primary metric; `goal_moments` adds continuous goal metrics (corrected together with the
+    primary); `guardrail_moments` feeds the guardrails of `policy.guardrails`.
+    """
+    policy = policy or DecisionPolicy()
+    base = gather_evidence(sample.arms[control], sample.arms[treatment], expected_weights, policy)
+    evidence = with_metrics(
+        base,
+        policy,
+        arms=(control, treatment),
+        several=sample.users_in_several_arms,
+        primary=primary_moments,
+        goals=goal_moments or {},
+        guardrails=guardrail_moments or {},
+    )
+    verdict = recommend(evidence, policy, current_step)
+    window = {
+        **sample.window.to_dict(),
+        # The data's own bounds, so an unbounded window still says what period it covers.
+        "first_exposure": _iso(sample.first_exposure),
+        "last_exposure": _iso(sample.last_exposure),
+    }
+    return Decision(
+        flag=sample.flag,
+        kind="ab",
+        metric=sample.metric,
+        window=window,
+        arms=arm_rows(evidence, policy.alpha),
+        users_in_several_arms=sample.users_in_several_arms,
+        alpha=policy.alpha,
+        checks=checks(evidence, policy),
+        recommendation=verdict.recommendation,
+        current_step=current_step,
+        next_step=verdict.next_step,
+        reasons=verdict.reasons,
+        summary=summary_paragraph(sample.flag, sample.metric, evidence, verdict),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    )
+
+
+def parse_split(text: str | None, arms: Sequence[str]) -> dict[str, float] | None:
+    """`"50:50"` (one weight per arm, in order) -> `{arm: weight}`; None means an equal split."""
+    if text is None or not str(text).strip():
+        return None
+    parts = str(text).replace("/", ":").split(":")
+    try:
+        weights = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"expected split {text!r} is not numbers separated by ':'") from None
+    if len(weights) != len(arms) or min(weights) <= 0:
+        raise ValueError(
+            f"expected split {text!r} needs one positive weight per arm ({', '.join(arms)})"
+        )
+    return dict(zip(arms, weights, strict=True))
+
+
+# --- the whole A/B analysis, as the notebook runs it ------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbAnalysis:
+    """The decision and what the report plots alongside it."""
+
+    decision: Decision
+    sample: AbSample
+    window: Window
+    bucket_seconds: int
+    cumulative: list[CumulativePoint]
+
+
+def analyse_ab(
+    engine: sa.Engine, params: dict[str, Any], problems: Sequence[str] = ()
+) -> AbAnalysis:
+    """Run every query and test for the A/B report; missing inputs make it a hold that says
+    what is missing (never an exception for bad parameters or absent data)."""
+    problems = list(problems)
+    arms = [params["control"], params["treatment"]]
+    window = _parsed(
+        problems,
+        "window",
+        lambda: Window.parse(params["window_start"], params["window_end"]),
+        Window(),
+    )
+    policy = _policy(params, problems)
+    weights = _parsed(
+        problems, "expected_split", lambda: parse_split(params["expected_split"], arms), None
+    )
+    if len(set(arms)) < 2:
+        problems.append(f"control and treatment must differ, both are {arms[0]!r}")
+        arms = [arms[0], f"{arms[0]} (treatment)"]
+    flag, metric = params["flag"], params["metric"]
+    query = {"flag": flag, "arms": arms, "window": window}
+    sample = ab_sample(engine, metric=metric, **query)
+    known = known_metrics(engine)
+    goals = [g.strip() for g in (params["goal_metrics"] or "").split(",") if g.strip()]
+    problems += [
+        f"goal metric '{g}' has no outcomes in the event store" for g in goals if g not in known
+    ]
+    decision = decide_ab(
+        sample,
+        control=arms[0],
+        treatment=arms[1],
+        expected_weights=weights,
+        current_step=params["current_step"],
+        policy=policy,
+        primary_moments=metric_moments(engine, metric=metric, **query),
+        goal_moments={g: metric_moments(engine, metric=g, **query) for g in goals if g in known},
+        guardrail_moments=guardrail_moments(engine, **query) if policy.guardrails else None,
+    )
+    decision = hold_for_missing(
+        decision, data_problems(sample, known_metrics=known, other_problems=problems)
+    )
+    bucket = bucket_seconds_for(
+        sample.first_exposure, sample.last_exposure, params["buckets"] or 20
+    )
+    points = cumulative_by_bucket(engine, metric=metric, bucket_seconds=bucket, **query)
+    return AbAnalysis(decision, sample, window, bucket, points)
+
+
+def _policy(params: dict[str, Any], problems: list[str]) -> DecisionPolicy:
+    alpha = params["alpha"]
+    if alpha is None or not 0 < alpha < 0.5:
+        problems.append(f"alpha={alpha!r} must lie in (0, 0.5); used 0.05")
+        alpha = 0.05
+    correction = params["correction"]
+    if correction not in ADJUSTMENT_NAMES:
+        problems.append(
+            f"correction {correction!r} is not one of {sorted(ADJUSTMENT_NAMES)}; used holm"
+        )
+        correction = "holm"
+    steps = _parsed(
+        problems, "ramp_steps", lambda: parse_ramp_steps(params["ramp_steps"]), DEFAULT_RAMP_STEPS
+    )
+    return DecisionPolicy(
+        alpha=alpha,
+        ramp_steps=steps,
+        correction=correction,
+        guardrails=DEFAULT_GUARDRAILS if params["guardrails"] else (),
+        sequential=bool(params["sequential"]),
+    )
+
+
+def _parsed(problems: list[str], name: str, parse: Callable[[], Any], default: Any) -> Any:
+    try:
+        return parse()
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{name}: {exc}; used the default")
+        return default
