@@ -18,8 +18,6 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from service.serving.app import create_app
-
 # Not imported from service.serving.metrics: importing prometheus_client in the master before this
 # variable is set would fix its single-process mode into every forked worker.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -38,6 +36,11 @@ class SelectorServer(BaseApplication):
         self.cfg.set("child_exit", _forget_worker_metrics)
 
     def load(self) -> Any:
+        # Imported here, in the worker, on purpose: the app imports prometheus_client, which fixes
+        # its single- or multi-process mode at import from PROMETHEUS_MULTIPROC_DIR; `serve` sets
+        # that variable, so the master must not import the app before it does.
+        from service.serving.app import create_app
+
         return create_app(self.app_config)
 
 

@@ -12,23 +12,24 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from service.analysis.queries import Window
-from service.analysis.reports import exit_code, parse_window_option
-from service.analysis.validation import (
-    ModelCard,
+from service.analysis.model_quality import (
     Performance,
-    Serving,
     ShadowAgreement,
-    ValidationEvidence,
-    ValidationPolicy,
     auc_standard_error,
     calibration_curve,
-    decide_validation,
-    gather,
     performance,
-    recommend,
     roc_auc,
 )
+from service.analysis.queries import Window
+from service.analysis.reports import exit_code, parse_window_option
+from service.analysis.validation import decide_validation, recommend
+from service.analysis.validation_evidence import (
+    OfflineReference,
+    ValidationEvidence,
+    ValidationPolicy,
+    gather,
+)
+from service.analysis.validation_queries import Serving
 from service.registry.population import churn_probabilities, population_frame
 from service.store.events import create_engine, exposures, outcomes
 
@@ -206,7 +207,7 @@ def card(rows=5_000):
     from service.registry.population import FEATURES, training_data
 
     reference = training_data(rows, 11)[list(FEATURES)]
-    return ModelCard(
+    return OfflineReference(
         "churn:v2",
         {"overall": {"auc": 0.78}},
         reference.assign(score=churn_probabilities(reference)),
@@ -242,7 +243,7 @@ def test_drifted_inputs_are_found(engine):
 
 def test_unknown_bento_holds_saying_what_is_missing(engine):
     populate(engine, users=50)
-    empty = ModelCard("churn:v9", {}, pd.DataFrame(), ["model card of churn:v9: no bento"])
+    empty = OfflineReference("churn:v9", {}, pd.DataFrame(), ["model card of churn:v9: no bento"])
     ev = gather(engine, flag=FLAG, bento="churn:v9", previous=None, window=Window(), card=empty)
     decision = decide_validation(ev, flag=FLAG, window=Window())
     assert decision.recommendation == "hold"

@@ -1,0 +1,131 @@
+"""How well a model does, as pure functions: AUC and its error, calibration, drift, shadows."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from service.analysis.drift import DriftResult, categorical_drift, numeric_drift
+from service.registry.population import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+)
+
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class Performance:
+    """Classification quality on labelled requests (label 1 = churned)."""
+
+    rows: int
+    churn_rate: float
+    accuracy: float
+    auc: float | None
+    auc_standard_error: float | None  # Hanley & McNeil (1982)
+    brier: float
+    calibration_error: float  # expected calibration error over CALIBRATION_BINS equal bins
+    calibration: list[tuple[float, float, int]]  # (mean score, observed churn rate, rows)
+
+
+@dataclass(frozen=True)
+class ShadowAgreement:
+    """Live vs shadow predictions on the same requests."""
+
+    shadow_bento: str
+    requests: int
+    failed: int
+    agreement: float | None  # same side of 0.5
+    mean_abs_difference: float | None
+
+
+# --- pure metrics -----------------------------------------------------------------------------
+
+
+def performance(scores: np.ndarray, labels: np.ndarray) -> Performance | None:
+    """Accuracy at 0.5, AUC with its Hanley-McNeil standard error, Brier score, calibration."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    if scores.size == 0:
+        return None
+    auc = roc_auc(scores, labels)
+    positives = int(labels.sum())
+    curve = calibration_curve(scores, labels)
+    ece = sum(n * abs(mean - observed) for mean, observed, n in curve) / scores.size
+    return Performance(
+        rows=int(scores.size),
+        churn_rate=float(labels.mean()),
+        accuracy=float(np.mean((scores >= 0.5) == (labels == 1))),
+        auc=auc,
+        auc_standard_error=(
+            auc_standard_error(auc, positives, scores.size - positives) if auc else None
+        ),
+        brier=float(np.mean((scores - labels) ** 2)),
+        calibration_error=float(ece),
+        calibration=curve,
+    )
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U / (n1 n0), ties counted half); None if one class."""
+    positives = labels == 1
+    n1, n0 = int(positives.sum()), int((~positives).sum())
+    if n1 == 0 or n0 == 0:
+        return None
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    u = ranks[positives].sum() - n1 * (n1 + 1) / 2
+    return float(u / (n1 * n0))
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982), Radiology 143:29-36, equation (2)."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    ) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))
+
+
+def calibration_curve(
+    scores: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[tuple[float, float, int]]:
+    """(mean score, observed rate, rows) per non-empty equal-width score bin."""
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    return [
+        (
+            float(scores[index == b].mean()),
+            float(labels[index == b].mean()),
+            int((index == b).sum()),
+        )
+        for b in range(bins)
+        if (index == b).any()
+    ]
+
+
+def shadow_agreement(shadow_bento: str, frame: pd.DataFrame) -> ShadowAgreement:
+    """`frame`: one row per request with `live` and `shadow` scores and the shadow `status`."""
+    ok = frame[(frame["status"] < 500) & frame["shadow"].notna() & frame["live"].notna()]
+    same = (ok["live"] >= 0.5) == (ok["shadow"] >= 0.5)
+    return ShadowAgreement(
+        shadow_bento,
+        len(frame),
+        int((frame["status"] >= 500).sum()),
+        float(same.mean()) if len(ok) else None,
+        float((ok["live"] - ok["shadow"]).abs().mean()) if len(ok) else None,
+    )
+
+
+def feature_drift(reference: pd.DataFrame, live: pd.DataFrame) -> list[DriftResult]:
+    """PSI plus KS (numeric) or chi-square (categorical) for each model input and the score."""
+    results = []
+    for name in (*NUMERIC_FEATURES, "score"):
+        if name in reference and name in live and live[name].notna().any():
+            results.append(numeric_drift(name, reference[name].tolist(), live[name].tolist()))
+    for name in CATEGORICAL_FEATURES:
+        if name in reference and name in live and live[name].notna().any():
+            results.append(
+                categorical_drift(name, reference[name].tolist(), live[name].dropna().tolist())
+            )
+    return results
