@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from service.analysis.decision import DEFAULT_RAMP_STEPS, _p, _pct
+from service.analysis.decision import _p, _pct
 from service.analysis.queries import (
     AbSample,
 )
@@ -36,6 +36,7 @@ from service.analysis.stats import (
     two_proportion_test,
     welch_test,
 )
+from service.flags.definitions import DEFAULT_RAMP_STEPS
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from service.analysis.ab_evidence import (
 )
 from service.analysis.ab_rules import recommend
 from service.analysis.decision import (
-    DEFAULT_RAMP_STEPS,
     Decision,
     _iso,
     hold_for_missing,
@@ -45,6 +44,7 @@ from service.analysis.stats import (
     ADJUSTMENT_NAMES,
     MomentStats,
 )
+from service.flags.definitions import DEFAULT_RAMP_STEPS
 
 # Errors and fallbacks: at most 1 pp more than control; latency: at most 20% slower.
 DEFAULT_GUARDRAILS: tuple[GuardrailSpec, ...] = (

@@ -23,7 +23,6 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RECOMMENDATIONS = ("ramp", "hold", "rollback", "ship")
-DEFAULT_RAMP_STEPS: tuple[float, ...] = (5, 25, 50, 100)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from service.analysis.parameters import AB_PARAMETERS, VALIDATION_PARAMETERS, with_defaults
 from service.config import Settings
 from service.errors import BadRequest, RolloutError
 
@@ -90,124 +91,30 @@ def exit_code(decision: dict[str, Any]) -> int:
     return EXIT_MISSING_DATA if missing else EXIT_DECIDED
 
 
-# Notebook parameters: name -> (type, default). Papermill passes whatever it is given, so the
-# notebook coerces once and reports each parameter it had to replace.
-AB_PARAMETERS: dict[str, tuple[type, Any]] = {
-    "flag": (str, ""),
-    "control": (str, "control"),
-    "treatment": (str, "treatment"),
-    "metric": (str, "retained"),
-    "window_start": (str, None),
-    "window_end": (str, None),
-    "alpha": (float, 0.05),
-    "expected_split": (str, None),
-    "current_step": (float, None),
-    "ramp_steps": (str, "5,25,50,100"),
-    "goal_metrics": (str, ""),
-    "correction": (str, "holm"),
-    "guardrails": (bool, True),
-    "sequential": (bool, False),
-    "buckets": (int, 20),
-}
-
-
 VALIDATION_NOTEBOOK = "post_rollout_validation.ipynb"
-VALIDATION_PARAMETERS: dict[str, tuple[type, Any]] = {
-    "flag": (str, ""),
-    "bento": (str, ""),
-    "previous": (str, None),
-    "metric": (str, "retained"),
-    "window_start": (str, None),
-    "window_end": (str, None),
-    "max_rows": (int, 200_000),
-    "event_store_url": (str, None),
-    "data_dir": (str, None),
-}
-
-
-def coerce_parameters(
-    raw: dict[str, Any], spec: dict[str, tuple[type, Any]]
-) -> tuple[dict[str, Any], list[str]]:
-    """Parameters converted to their declared types; a value that does not convert is replaced
-    by the default and named in the returned problems."""
-    values, problems = {}, []
-    for name, (kind, default) in spec.items():
-        value = raw.get(name, default)
-        try:
-            values[name] = _coerce(value, kind)
-        except (TypeError, ValueError):
-            values[name] = default
-            problems.append(
-                f"parameter {name}={value!r} is not a valid {kind.__name__}; "
-                f"used {default!r} instead"
-            )
-    return values, problems
-
-
-def _coerce(value: Any, kind: type) -> Any:
-    if value is None or (isinstance(value, str) and not value.strip() and kind is not str):
-        return None
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-            return str(value).strip().lower() in ("true", "1", "yes", "on")
-        raise ValueError(value)
-    if kind in (int, float) and isinstance(value, bool):
-        raise TypeError(value)
-    if kind is int and float(value) != int(float(value)):
-        raise ValueError(value)
-    return kind(float(value)) if kind is int else kind(value)
 
 
 def run_ab_report(
     settings: Settings,
     *,
-    flag: str,
-    control: str,
-    treatment: str,
-    metric: str = "retained",
-    window_start: str | None = None,
-    window_end: str | None = None,
-    alpha: float = 0.05,
-    expected_split: str | None = None,
-    event_store_url: str | None = None,
-    current_step: float | None = None,
-    ramp_steps: str = "5,25,50,100",
-    goal_metrics: str = "",
-    correction: str = "holm",
-    guardrails: bool = True,
-    sequential: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    **values: Any,
 ) -> ReportResult:
     """Run `notebooks/ab_test.ipynb` for one flag and two of its variants.
 
-    Raises `ReportFailed` (pointing at the partial executed notebook) when the notebook fails,
-    times out (`timeout` seconds per cell) or writes no decision.
+    `values` are the parameters of `analysis.parameters.AB_PARAMETERS` (a TypeError names an
+    unknown one); the rest take their declared defaults. Raises `ReportFailed` (pointing at the
+    partial executed notebook) when the notebook fails, times out (`timeout` seconds per cell)
+    or writes no decision.
     """
-    parameters = {
-        "flag": flag,
-        "control": control,
-        "treatment": treatment,
-        "metric": metric,
-        "window_start": window_start,
-        "window_end": window_end,
-        "alpha": alpha,
-        "expected_split": expected_split,
-        "event_store_url": event_store_url or settings.event_store_url,
-        "current_step": current_step,
-        "ramp_steps": ramp_steps,
-        "goal_metrics": goal_metrics,
-        "correction": correction,
-        "guardrails": guardrails,
-        "sequential": sequential,
-    }
+    parameters = with_defaults(values, AB_PARAMETERS)
+    parameters["event_store_url"] = parameters["event_store_url"] or settings.event_store_url
     return run_report(
         settings,
         notebook=AB_NOTEBOOK,
         kind="ab",
-        flag=flag,
+        flag=parameters["flag"],
         parameters=parameters,
         timeout=timeout,
         progress=progress,
@@ -217,35 +124,23 @@ def run_ab_report(
 def run_validation_report(
     settings: Settings,
     *,
-    flag: str,
-    bento: str,
-    previous: str | None = None,
-    metric: str = "retained",
-    window_start: str | None = None,
-    window_end: str | None = None,
-    event_store_url: str | None = None,
-    max_rows: int = 200_000,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    **values: Any,
 ) -> ReportResult:
-    """Run `notebooks/post_rollout_validation.ipynb` for one bento serving `flag`."""
-    parameters = {
-        "flag": flag,
-        "bento": bento,
-        "previous": previous,
-        "metric": metric,
-        "window_start": window_start,
-        "window_end": window_end,
-        "max_rows": max_rows,
-        "event_store_url": event_store_url or settings.event_store_url,
-        # The kernel is another process: it must read the caller's model store and snapshots.
-        "data_dir": str(settings.data_dir),
-    }
+    """Run `notebooks/post_rollout_validation.ipynb` for one bento serving a flag.
+
+    `values` are the parameters of `analysis.parameters.VALIDATION_PARAMETERS`.
+    """
+    parameters = with_defaults(values, VALIDATION_PARAMETERS)
+    parameters["event_store_url"] = parameters["event_store_url"] or settings.event_store_url
+    # The kernel is another process: it must read the caller's model store and snapshots.
+    parameters["data_dir"] = str(settings.data_dir)
     return run_report(
         settings,
         notebook=VALIDATION_NOTEBOOK,
         kind="validation",
-        flag=flag,
+        flag=parameters["flag"],
         parameters=parameters,
         timeout=timeout,
         progress=progress,

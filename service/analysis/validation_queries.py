@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from service.analysis.queries import Window
+from service.store import PRIMARY_METRIC
 from service.store.events import exposures, outcomes
 
 DEFAULT_MAX_ROWS = 200_000
@@ -49,7 +50,7 @@ def live_rows(
     flag: str,
     bento: str,
     window: Window,
-    metric: str = "retained",
+    metric: str = PRIMARY_METRIC,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> pd.DataFrame:
     """The most recent successful live predictions of `bento`, with `label` = 1 - metric value

@@ -8,10 +8,12 @@ line; 3 the report ran but data or inputs were missing, so the decision is `hold
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
 
+from service.analysis.parameters import AB_PARAMETERS, VALIDATION_PARAMETERS, Parameter
 from service.cli.base import main, progress, settings_of
 
 _WINDOW_HELP = (
@@ -29,41 +31,56 @@ def report() -> None:
     """
 
 
-def window_options(command: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--window", default=None, help=_WINDOW_HELP),
-            click.option("--window-start", default=None, help="ISO time; default: all events."),
-            click.option("--window-end", default=None, help="ISO time; default: now."),
-            click.option("--event-store-url", default=None, help="SQLAlchemy URL."),
-            click.option(
-                "--timeout", default=600.0, show_default=True, type=float, help=_TIMEOUT_HELP
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+def parameter_options(spec: Iterable[Parameter], *, after: Iterable[Any] = ()) -> Any:
+    """Click options for every declared report parameter offered on the command line."""
+
+    def decorate(command: Any) -> Any:
+        for option in reversed([*(_option(p) for p in spec if p.option), *after]):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _option(parameter: Parameter) -> Any:
+    flag = "--" + parameter.name.replace("_", "-")
+    if parameter.kind is bool:
+        no = "--no-" + parameter.name.replace("_", "-")
+        return click.option(
+            f"{flag}/{no}", default=parameter.default, show_default=True, help=parameter.help
+        )
+    return click.option(
+        flag,
+        required=parameter.required,
+        default=None if parameter.required else parameter.default,
+        show_default=parameter.default not in (None, ""),
+        type=_click_type(parameter),
+        help=parameter.help,
+    )
+
+
+def _click_type(parameter: Parameter) -> Any:
+    if parameter.choices:
+        return click.Choice(parameter.choices)
+    if parameter.kind is float:
+        return click.FloatRange(parameter.minimum, parameter.maximum)
+    if parameter.kind is int:
+        low, high = parameter.minimum, parameter.maximum
+        return click.IntRange(
+            None if low is None else int(low), None if high is None else int(high)
+        )
+    return parameter.kind
+
+
+# --window and --timeout belong to the command, not to the notebook.
+_COMMAND_OPTIONS = (
+    click.option("--window", default=None, help=_WINDOW_HELP),
+    click.option("--timeout", default=600.0, show_default=True, type=float, help=_TIMEOUT_HELP),
+)
 
 
 @report.command("ab")
-@click.option("--flag", required=True)
-@click.option("--control", default="control", show_default=True)
-@click.option("--treatment", default="treatment", show_default=True)
-@click.option("--metric", default="retained", show_default=True, help="Primary goal metric.")
-@click.option("--goal-metrics", default="", help="Further goal metrics, comma-separated.")
-@click.option(
-    "--correction",
-    default="holm",
-    show_default=True,
-    type=click.Choice(["holm", "benjamini-hochberg", "none"]),
-)
-@click.option("--guardrails/--no-guardrails", default=True, show_default=True)
-@click.option("--sequential", is_flag=True, help="Decide on the always-valid mSPRT p-value.")
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0.0001, 0.5))
-@click.option("--expected-split", default=None, help="e.g. 50:50 (default: equal).")
-@click.option("--current-step", default=None, type=float, help="Treatment's current percent.")
-@click.option("--ramp-steps", default="5,25,50,100", show_default=True)
-@window_options
+@parameter_options(AB_PARAMETERS, after=_COMMAND_OPTIONS)
 @click.pass_context
 def report_ab(ctx: click.Context, window: str | None, **options: Any) -> None:
     """Run the A/B notebook; write reports/<flag>/<run-id>/ and print the decision."""
@@ -75,12 +92,7 @@ def report_ab(ctx: click.Context, window: str | None, **options: Any) -> None:
 
 
 @report.command("validation")
-@click.option("--flag", required=True)
-@click.option("--bento", required=True, help="The version under validation, e.g. churn:v2.")
-@click.option("--previous", default=None, help="The version it replaced, e.g. churn:v1.")
-@click.option("--metric", default="retained", show_default=True, help="Outcome; label = 1 - it.")
-@click.option("--max-rows", default=200_000, show_default=True, type=click.IntRange(1))
-@window_options
+@parameter_options(VALIDATION_PARAMETERS, after=_COMMAND_OPTIONS)
 @click.pass_context
 def report_validation(ctx: click.Context, window: str | None, **options: Any) -> None:
     """Run the post-rollout validation notebook: keep, investigate or roll back."""

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from service.errors import FlagDefinitionError, FlagProblem
+from service.store import PRIMARY_METRIC
 
 CONTEXT_FILE = "context.yaml"
 ENVIRONMENTS = ("development", "production")
@@ -42,6 +43,8 @@ SINGLE_VALUE_OPERATORS = (
     "SEMVER_LT",
 )
 BENTO_TAG = re.compile(r"^[a-z0-9][a-z0-9_.-]*:[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The ramp every schedule uses unless its flag file names its own steps (percent of users).
+DEFAULT_RAMP_STEPS: tuple[float, ...] = (5, 25, 50, 100)
 FLAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -112,11 +115,11 @@ class RampSchedule:
     strategy: str
     control: str  # a variant name, or "default" for users the default bento serves
     treatment: str
-    steps: tuple[float, ...] = (5, 25, 50, 100)
+    steps: tuple[float, ...] = DEFAULT_RAMP_STEPS
     bake_seconds: float = 600.0  # minimum time at a step before it may advance
     min_users: int = 200  # per arm, at a step, before it may advance
     approval: bool = False  # promotions wait for `rollout decide approve`
-    metric: str = "retained"
+    metric: str = PRIMARY_METRIC
     guardrails: Guardrails = field(default_factory=Guardrails)
 
 
@@ -394,7 +397,7 @@ class _FlagReader:
             self.problem("ramp.control", f"unknown variant '{control}' (or use 'default')")
         if control == treatment:
             self.problem("ramp.control", "control and treatment must differ")
-        steps = self.read_steps(raw.get("steps", [5, 25, 50, 100]))
+        steps = self.read_steps(raw.get("steps", list(DEFAULT_RAMP_STEPS)))
         numbers = {
             key: self.positive(raw, key, default)
             for key, default in (("bake_seconds", 600.0), ("min_users", 200))
@@ -414,7 +417,7 @@ class _FlagReader:
             bake_seconds=float(numbers["bake_seconds"]),
             min_users=int(numbers["min_users"]),
             approval=approval,
-            metric=str(raw.get("metric", "retained")),
+            metric=str(raw.get("metric", PRIMARY_METRIC)),
             guardrails=guardrails,
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from service.analysis.reports import run_ab_report
 from service.config import Settings
-from service.flags.definitions import load_flags
+from service.flags.definitions import DEFAULT_RAMP_STEPS, load_flags
 from service.harness.simulate import SimulationSummary, simulate
 from service.processes import free_port, selector_process
 from service.registry.bento_process import BentoProcess
@@ -74,7 +74,9 @@ def run_demo(
         window_start=window_start,
         expected_split=EXPECTED_SPLIT,
         current_step=flag.rollout_percent(settings.environment, "treatment"),
-        ramp_steps=",".join(f"{s:g}" for s in flag.ramp.steps) if flag.ramp else "5,25,50,100",
+        ramp_steps=",".join(
+            f"{s:g}" for s in (flag.ramp.steps if flag.ramp else DEFAULT_RAMP_STEPS)
+        ),
         progress=progress,
     )
     return DemoResult(report, summary, time.perf_counter() - started)

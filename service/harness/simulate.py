@@ -21,8 +21,9 @@ import urllib3
 
 from service.errors import RolloutError
 from service.registry import population as pop
+from service.store import PRIMARY_METRIC
 
-METRIC = "retained"
+METRIC = PRIMARY_METRIC
 OUTCOME_BATCH = 500
 
 

@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from service.analysis.ab_test import analyse_ab
-from service.analysis.reports import AB_PARAMETERS, coerce_parameters, exit_code
+from service.analysis.parameters import AB_PARAMETERS, coerce_parameters
+from service.analysis.reports import exit_code
 from service.store.events import create_engine, exposures, outcomes
 
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
