@@ -13,18 +13,14 @@ behind: that is the baseline the guard compares with to notice a person's change
 
 from __future__ import annotations
 
-import difflib
-import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from service.errors import UnknownFlag
+from service.flags import flag_files
 from service.flags.definitions import FlagDefinition, FlagSet, flag_from_document
 from service.flags.documents import PROJECT, _normalized, flag_doc, server_flag_doc
 from service.flags.plan import Target, make_plan
@@ -149,30 +145,20 @@ class ServerFlag:
 def edit_flag_file(path: Path, move: Move) -> str:
     """Set the default and the ramp strategy's rollout and weights in `path`; return the diff.
 
-    Only those keys change (round-trip YAML keeps comments and layout); the file is replaced
-    atomically, so an embedded selector reloading flags/ never reads half of it.
+    Only those keys change; the file is replaced atomically (`flags.flag_files`).
     """
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)  # the style of our flag files
-    yaml.width = 4096  # never re-wrap a line we did not change
-    text = path.read_text(encoding="utf-8")
-    data = yaml.load(text)
-    data["default"] = move.doc["default"]
-    for env_name, env in move.doc["environments"].items():
-        strategies = (data.get("environments") or {}).get(env_name, {}).get("strategies") or []
-        for new in env["strategies"]:
-            for old in strategies:
-                if old.get("name") == new["name"]:
-                    _update_strategy(old, new)
-    out = io.StringIO()
-    yaml.dump(data, out)
-    new_text = out.getvalue()
-    if new_text != text:
-        _replace(path, new_text)
-    return "".join(
-        difflib.unified_diff(text.splitlines(True), new_text.splitlines(True), str(path), str(path))
-    )
+
+    def change(data: CommentedMap) -> None:
+        data["default"] = move.doc["default"]
+        for env_name, env in move.doc["environments"].items():
+            environments = data.get("environments") or {}
+            strategies = environments.get(env_name, {}).get("strategies") or []
+            for new in env["strategies"]:
+                for old in strategies:
+                    if old.get("name") == new["name"]:
+                        _update_strategy(old, new)
+
+    return flag_files.edit_flag_file(path, change)
 
 
 def _update_strategy(old: CommentedMap, new: Doc) -> None:
@@ -180,13 +166,4 @@ def _update_strategy(old: CommentedMap, new: Doc) -> None:
         old["rollout"] = new.get("rollout", 100)
     variants = new.get("variants")
     if variants is not None and dict(old.get("variants") or {}) != variants:
-        flow = CommentedMap(variants)
-        flow.fa.set_flow_style()
-        old["variants"] = flow
-
-
-def _replace(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
+        old["variants"] = flag_files.flow_mapping(variants)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from service.errors import RolloutError
+from service.files import write_atomically
 
 FLOAT_FORMAT = "%.10g"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -67,9 +66,9 @@ def write_snapshot(
         sha, folder / f"{sha}.csv", len(frame), tuple(frame.columns), period, dict(source or {})
     )
     if not snapshot.path.exists():
-        _write_atomically(snapshot.path, body)
+        write_atomically(snapshot.path, body)
     manifest = json.dumps(snapshot.manifest(), indent=2, sort_keys=True).encode()
-    _write_atomically(folder / f"{sha}.json", manifest)
+    write_atomically(folder / f"{sha}.json", manifest)
     return snapshot
 
 
@@ -116,11 +115,3 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
-
-
-def _write_atomically(path: Path, body: bytes) -> None:
-    # A crash mid-write must never leave a file whose name promises content it does not have.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as out:
-        out.write(body)
-    os.replace(tmp, path)

@@ -15,19 +15,16 @@ from __future__ import annotations
 import difflib
 import getpass
 import json
-import os
-import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
-
 from service.config import Settings
 from service.errors import ConfigError, RolloutError, UnknownFlag, UnleashAdminError
+from service.files import write_atomically
+from service.flags import flag_files
 from service.flags.audit import AuditStore
 from service.flags.client_features import DEFAULT_VARIANT, default_variant
 from service.flags.definitions import FlagDefinition, load_flags
@@ -132,32 +129,18 @@ def flag_file(flag: str, settings: Settings) -> tuple[FlagDefinition, Path]:
     return definition, path if path.is_absolute() else settings.flags_dir / path.name
 
 
-def rewritten_flag(text: str, old_tags: Iterable[str], target: str) -> str:
+def rewritten_flag(text: str, target: str) -> str:
     """`text` with the default and every variant pointing at `target`; nothing else changes.
 
-    Only the values of the top-level `default:` and `variants:` keys are touched, comments
-    excluded; the result is re-read and compared with the intended document, so an unusual
-    layout is refused (RollbackError) rather than half-rewritten.
+    Round-trip YAML (`flags.flag_files`): comments, order and layout stay as they were.
     """
-    pattern = re.compile(
-        r"(?<![\w.:-])("
-        + "|".join(re.escape(t) for t in sorted(set(old_tags), key=len, reverse=True))
-        + r")(?![\w.:-])"
-    )
-    lines, section = text.splitlines(keepends=True), None
-    for i, line in enumerate(lines):
-        if re.match(r"^[A-Za-z_]", line):
-            section = line.split(":", 1)[0]
-        if section in ("default", "variants"):
-            code, hash_, comment = line.partition(" #")
-            lines[i] = pattern.sub(target, code) + hash_ + comment
-    new_text = "".join(lines)
-    expected = yaml.safe_load(text)
-    expected["default"] = target
-    expected["variants"] = {name: target for name in expected.get("variants") or {}}
-    if yaml.safe_load(new_text) != expected:
-        raise RollbackError("the flag file's layout is unusual; edit default and variants by hand")
-    return new_text
+
+    def point_at_target(data: Any) -> None:
+        data["default"] = target
+        for name in data.get("variants") or {}:
+            data["variants"][name] = target
+
+    return flag_files.edited(text, point_at_target)
 
 
 def rollback_embedded(
@@ -167,7 +150,7 @@ def rollback_embedded(
     definition, path = flag_file(flag, settings)
     target = choose_target(_in_order(definition), settings, to, definition.default_bento)
     text = path.read_text(encoding="utf-8")
-    new_text = rewritten_flag(text, definition.bentos(), target)
+    new_text = rewritten_flag(text, target)
     diff = "".join(
         difflib.unified_diff(text.splitlines(True), new_text.splitlines(True), str(path), str(path))
     )
@@ -177,7 +160,7 @@ def rollback_embedded(
         flag, target, "embedded", before, reason, [f"{path}: default and variants -> {target}"]
     )
     if not dry_run and new_text != text:
-        _replace(path, new_text)
+        write_atomically(path, new_text)
         record(done, settings)
     return done, diff
 
@@ -192,14 +175,6 @@ def _reason(to: str | None, target: str, default: str | None) -> str:
 
 def _in_order(definition: FlagDefinition) -> list[str]:
     return [definition.default_bento, *definition.variants.values()]
-
-
-def _replace(path: Path, text: str) -> None:
-    # Atomic: the selector reloading flags/ sees the old file or the new one, never half of it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- server mode: Admin API

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from service.config import Settings
 from service.errors import RolloutError
-from service.serving.api import health, meta, models, outcomes
+from service.serving.api import health, meta, outcomes, predictions
 from service.serving.selector import Selector
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["selector"] = selector
     # Flush buffered events however the process ends gracefully (gunicorn also calls close()).
     atexit.register(selector.close)
-    for blueprint in (models.bp, outcomes.bp, health.bp, meta.bp):
+    for blueprint in (predictions.bp, outcomes.bp, health.bp, meta.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
     return app

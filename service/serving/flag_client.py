@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from UnleashClient.constants import FEATURES_URL
 
 from service.config import Settings
 from service.errors import ConfigError
+from service.files import write_atomically
 from service.flags.client_features import DEFAULT_VARIANT, SHADOW_PREFIX, client_features
 from service.flags.definitions import FlagSet
 
@@ -100,10 +99,7 @@ class FeatureStateCache(BaseCache):
             return
         try:
             self._snapshot.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._snapshot.parent, prefix=".features-")
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(raw)
-            os.replace(tmp, self._snapshot)
+            write_atomically(self._snapshot, raw)
         except OSError:  # a snapshot is a convenience; serving must not depend on it
             log.exception("could not save the flag snapshot to %s", self._snapshot)
 

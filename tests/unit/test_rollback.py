@@ -69,7 +69,7 @@ def flag_settings(
 
 
 def test_the_flag_file_changes_only_in_its_tags() -> None:
-    new = rollback.rewritten_flag(FLAG, {"churn:v1", "churn:v2"}, "churn:v1")
+    new = rollback.rewritten_flag(FLAG, "churn:v1")
     changed = [(a, b) for a, b in zip(FLAG.splitlines(), new.splitlines(), strict=True) if a != b]
     assert changed == [
         ("  treatment: churn:v2", "  treatment: churn:v1"),
@@ -82,15 +82,20 @@ def test_the_flag_file_changes_only_in_its_tags() -> None:
 
 def test_flow_style_variants_are_rewritten_too() -> None:
     text = "flag: f\ndefault: churn:v2\nvariants: {control: churn:v2, treatment: churn:v3}\n"
-    new = rollback.rewritten_flag(text, {"churn:v2", "churn:v3"}, "churn:v1")
+    new = rollback.rewritten_flag(text, "churn:v1")
     assert new == "flag: f\ndefault: churn:v1\nvariants: {control: churn:v1, treatment: churn:v1}\n"
 
 
-def test_a_layout_it_cannot_rewrite_safely_is_refused() -> None:
-    # The tag lives in an anchor outside `default` and `variants`: a text edit would miss it.
+def test_an_anchored_tag_is_rewritten_where_it_is_used_and_kept_where_it_is_declared() -> None:
+    # A text edit would miss a tag that lives in an anchor; the round-trip document does not.
     text = "stable: &stable churn:v2\nflag: f\ndefault: *stable\nvariants: {control: *stable}\n"
-    with pytest.raises(rollback.RollbackError, match="edit default and variants by hand"):
-        rollback.rewritten_flag(text, {"churn:v2"}, "churn:v1")
+    new = yaml.safe_load(rollback.rewritten_flag(text, "churn:v1"))
+    assert new == {
+        "stable": "churn:v2",
+        "flag": "f",
+        "default": "churn:v1",
+        "variants": {"control": "churn:v1"},
+    }
 
 
 def test_the_last_good_older_version_is_chosen(flag_settings: Settings) -> None:
