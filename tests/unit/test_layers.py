@@ -88,6 +88,20 @@ def test_imports_point_down(path: Path) -> None:
     assert not wrong, f"{path.relative_to(SERVICE)} ({own}) imports upward: {wrong}"
 
 
+# The request path reads the registry (which versions exist, where they are) but never builds.
+REGISTRY_READ_SIDE = {"service.registry", "service.registry.versions", "service.registry.bentos"}
+
+
+@pytest.mark.parametrize("path", sorted((SERVICE / "serving").rglob("*.py")), ids=str)
+def test_serving_reads_the_registry_but_never_builds(path: Path) -> None:
+    wrong = [
+        f"line {line}: {module}"
+        for module, line, _ in _imports(path)
+        if _package_of(module) == "registry" and module not in REGISTRY_READ_SIDE
+    ]
+    assert not wrong, f"{path.relative_to(SERVICE)} imports the registry's write side: {wrong}"
+
+
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(SERVICE)))
 def test_no_import_hidden_in_a_function(path: Path) -> None:
     if _own_package(path) in MAY_DEFER or str(path.relative_to(SERVICE)) in DEFERRED_FOR_A_REASON:
@@ -130,6 +144,12 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if state.get(start) is None and (found := walk(start, [start])):
             return found
     return None
+
+
+@pytest.mark.parametrize("package", sorted(set(MAY_IMPORT) - BASE - {"files"}))
+def test_every_package_says_what_it_owns(package: str) -> None:
+    doc = ast.get_docstring(ast.parse((SERVICE / package / "__init__.py").read_text()))
+    assert doc and len(doc.split()) >= 12, f"service/{package}/__init__.py needs a docstring"
 
 
 def test_top_level_holds_at_most_six_modules() -> None:
