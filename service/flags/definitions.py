@@ -2,7 +2,7 @@
 
 Every problem is reported with the file, the flag and the field, and all of them are
 collected before anything is raised, so one run of `rollout flags validate` shows the lot.
-Unleash's wire format lives in `unleash_features.py`; this module knows only our YAML.
+Unleash's wire format lives in `flags.client_features`; this module knows only our YAML.
 """
 
 from __future__ import annotations
