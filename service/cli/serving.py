@@ -15,14 +15,18 @@ from service.cli.reports import print_report
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int)
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int) -> None:
     """Run the selector under gunicorn (configure with ROLLOUT_* / UNLEASH_* variables)."""
+    from service.serving.server import preflight
     from service.serving.server import serve as run
 
-    run(host, port, workers, threads)
+    what = preflight(settings_of(ctx))
+    progress(f"starting the selector: {what}, {workers} worker(s) x {threads} thread(s)")
+    run(host, port, workers, threads, announce=progress)
 
 
 @main.command()

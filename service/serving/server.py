@@ -14,9 +14,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+
+from service.config import Settings
+from service.flags.definitions import load_flags
+from service.serving.catalog import BentoCatalog
 
 # Not imported from service.serving.metrics: importing prometheus_client in the master before this
 # variable is set would fix its single-process mode into every forked worker.
@@ -58,16 +66,37 @@ def _forget_worker_metrics(_server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def preflight(settings: Settings) -> str:
+    """Check what every worker would otherwise fail on, in the master; describe what serves.
+
+    Raises the package's own errors (a broken flag file, a bad catalog) before any worker
+    starts, so a mistake is one message instead of a traceback per worker.
+    """
+    if settings.unleash_url:
+        flags = f"flags from Unleash at {settings.unleash_url} ({settings.environment})"
+    else:
+        count = len(load_flags(settings.flags_dir).flags)
+        flags = f"embedded flags ({count} from {settings.flags_dir})"
+    bentos = BentoCatalog.parse(settings.bento_urls) if settings.bento_urls else None
+    catalog = bentos or BentoCatalog.load(settings.catalog_file)
+    return f"{flags}, {len(catalog.endpoints)} bento(s) in the catalog"
+
+
 def serve(
-    host: str, port: int, workers: int, threads: int, app_config: dict[str, Any] | None = None
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    app_config: dict[str, Any] | None = None,
+    announce: Callable[[str], Any] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT."""
+    """Run until SIGTERM/SIGINT; `announce` gets one line once the selector answers."""
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
     if own_metrics_dir:  # set before the fork, so every worker's prometheus_client sees it
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="rollout-metrics-")
     master = os.getpid()
     try:
-        _run(host, port, workers, threads, app_config)
+        _run(host, port, workers, threads, app_config, announce)
     finally:
         # A worker leaves through this frame too (its SystemExit unwinds the stack it inherited
         # from the fork); only the master may remove the folder the other workers still use.
@@ -76,9 +105,14 @@ def serve(
 
 
 def _run(
-    host: str, port: int, workers: int, threads: int, app_config: dict[str, Any] | None
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    app_config: dict[str, Any] | None,
+    announce: Callable[[str], Any] | None,
 ) -> None:
-    SelectorServer(
+    server = SelectorServer(
         {
             "bind": f"{host}:{port}",
             "workers": workers,
@@ -91,4 +125,25 @@ def _run(
             "preload_app": False,
         },
         app_config,
-    ).run()
+    )
+    if announce is not None:
+        url = f"http://{host}:{port}"
+        server.cfg.set("when_ready", lambda _arbiter: _announce_when_live(url, announce))
+    server.run()
+
+
+def _announce_when_live(url: str, announce: Callable[[str], Any], timeout: float = 120.0) -> None:
+    """From the master, once a worker answers /healthz: the one line a person waits for."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    announce(f"selector ready on {url} (readiness: {url}/readyz)")
+                    return
+            except OSError:
+                time.sleep(0.2)  # poll interval while the workers load the app
+        announce(f"selector at {url} did not answer /healthz within {timeout:.0f}s")
+
+    threading.Thread(target=wait, name="announce-ready", daemon=True).start()

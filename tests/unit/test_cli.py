@@ -66,3 +66,43 @@ def test_flags_validate_warns_about_built_but_ungated_bentos_only(monkeypatch) -
     assert result.exit_code == 0
     assert "churn:v2 is not gated here" in result.output
     assert "churn:v1" not in result.output.split("ok  churn-model")[0]
+
+
+def test_serve_with_a_broken_flag_file_is_one_error_line(flags_dir, monkeypatch) -> None:
+    text = (REPO_FLAGS / "churn-model.yaml").read_text().replace("rollout: 80", "rollout: 180")
+    monkeypatch.setenv("ROLLOUT_FLAGS_DIR", str(flags_dir("churn-model.yaml", text)))
+    result = CliRunner().invoke(main, ["serve", "--port", "8"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines == [
+        "error: "
+        f"{Path(flags_dir('churn-model.yaml', text)) / 'churn-model.yaml'}: flag 'churn-model': "
+        "environments.development.strategies.ab-test.rollout: "
+        "must be a whole percentage 0-100, not 180"
+    ]
+
+
+def test_serve_refuses_an_impossible_port_before_starting() -> None:
+    result = CliRunner().invoke(main, ["serve", "--port", "99999"])
+    assert result.exit_code == 2
+    assert "99999 is not in the range 1<=x<=65535" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unexpected_failure_is_one_line_and_a_hint_and_debug_shows_the_trace(
+    monkeypatch,
+) -> None:
+    import service.harness.simulate as simulate
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("surprise\nsecond line")
+
+    monkeypatch.setattr(simulate, "simulate", broken)
+    result = CliRunner().invoke(main, ["simulate", "--users", "1"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: RuntimeError: surprise",
+        "hint: run again with --debug for the traceback",
+    ]
+    debug = CliRunner().invoke(main, ["--debug", "simulate", "--users", "1"])
+    assert isinstance(debug.exception, RuntimeError)
