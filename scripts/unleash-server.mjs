@@ -1,5 +1,7 @@
 // Start a real Unleash server (unleash-server 8.2.0, installed by scripts/install-unleash).
 //
+// To try Unleash locally, run `rollout unleash up` instead: it starts this script for you.
+//
 // unleash-server ships no CLI, so this script calls its start() with a config read from the
 // environment. Run it with the Node 22 binary from the install, from the install directory (or
 // with ROLLOUT_UNLEASH_HOME pointing at it), e.g.:

@@ -5,6 +5,7 @@ Nothing is read at import time; `Settings.load()` is called by the app factory a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -96,7 +97,9 @@ def _read_token() -> str | None:
         return os.environ["UNLEASH_API_TOKEN"].strip()
     token_file = os.environ.get("UNLEASH_API_TOKEN_FILE")
     if token_file:
-        return Path(token_file).read_text(encoding="utf-8").strip()
+        # Unreadable: no token. Only server mode needs one, and it says which file failed.
+        with contextlib.suppress(OSError):
+            return Path(token_file).read_text(encoding="utf-8").strip()
     return None
 
 

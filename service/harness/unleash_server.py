@@ -174,6 +174,11 @@ class UnleashServer:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while this object manages it."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -216,6 +221,17 @@ class UnleashServer:
         if self.log_dir is not None and not (self.keep_log if keep_log is None else keep_log):
             shutil.rmtree(self.log_dir, ignore_errors=True)
             self.log_dir = None
+
+    def detach(self) -> int:
+        """Leave the started server running beyond this object; return its process id.
+
+        The database and log stay too: `stop_detached` (given the pid and database) ends both.
+        """
+        if self._process is None or self._process.poll() is not None:
+            raise RolloutError("the Unleash server is not running")
+        pid = self._process.pid
+        self._process, self._database_created = None, False
+        return pid
 
     def __enter__(self) -> Self:
         return self.start()
@@ -309,6 +325,30 @@ class UnleashServer:
             f"Unleash server (database {self.database}) {what}; log {self.log_path}, last lines:\n"
             f"{self.log_tail()}"
         )
+
+
+def stop_detached(pid: int, database: str, postgres: PostgresServer | None = None) -> bool:
+    """Stop a detached server (SIGTERM to its session, SIGKILL after 10 s), drop its database.
+
+    Returns False when the process was already gone (its database is dropped all the same).
+    """
+    alive = _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while alive and time.monotonic() < deadline and _signal_group(pid, 0):
+        time.sleep(0.1)  # poll while Unleash shuts down gracefully
+    if alive and _signal_group(pid, 0):
+        _signal_group(pid, signal.SIGKILL)
+    (postgres or PostgresServer.from_env()).drop_database(database)
+    return alive
+
+
+def _signal_group(pid: int, sig: int) -> bool:
+    """Send `sig` to the server's process group (it leads its own session); False if gone."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,11 @@ class FlagClient:
             url, headers = "http://embedded.invalid/api", {}
         else:
             if not self.settings.unleash_token:
+                token_file = os.environ.get("UNLEASH_API_TOKEN_FILE")
+                unreadable = f" ({token_file} cannot be read)" if token_file else ""
                 raise ConfigError(
                     "UNLEASH_URL is set but no backend token: set "
-                    "UNLEASH_API_TOKEN or UNLEASH_API_TOKEN_FILE"
+                    f"UNLEASH_API_TOKEN or UNLEASH_API_TOKEN_FILE{unreadable}"
                 )
             self.cache.bootstrap_from_snapshot()
             url = self.settings.unleash_url.rstrip("/")  # type: ignore[union-attr]
