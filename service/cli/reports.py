@@ -49,10 +49,11 @@ def _option(parameter: Parameter) -> Any:
         return click.option(
             f"{flag}/{no}", default=parameter.default, show_default=True, help=parameter.help
         )
+    if parameter.required:  # no default at all: click 8.5 takes an explicit None as given
+        return click.option(flag, required=True, type=_click_type(parameter), help=parameter.help)
     return click.option(
         flag,
-        required=parameter.required,
-        default=None if parameter.required else parameter.default,
+        default=parameter.default,
         show_default=parameter.default not in (None, ""),
         type=_click_type(parameter),
         help=parameter.help,

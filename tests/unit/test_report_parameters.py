@@ -76,3 +76,12 @@ def test_a_value_of_the_wrong_type_falls_back_to_the_default_and_is_named() -> N
     values, problems = coerce_parameters({"flag": "f", "alpha": "abc"}, AB_PARAMETERS)
     assert values["alpha"] == 0.05
     assert problems == ["parameter alpha='abc' is not a valid float; used 0.05 instead"]
+
+
+@pytest.mark.parametrize("command", ["ab", "validation"])
+def test_a_required_parameter_left_out_is_a_usage_error(command) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["report", command])
+    assert result.exit_code == 2
+    assert "Missing option '--flag'" in result.output
