@@ -4,14 +4,19 @@
 
 1. `predict` through `rollout serve` (gunicorn, 2 workers) versus the same `bentoml serve`
    bento called directly, by the same client at the same concurrency: p50/p99 latency, the
-   latency the selector adds, and the throughput ratio.
+   latency the selector adds, and the throughput ratio. Beside them, the floor: a minimal
+   WSGI proxy (scripts/benchmarks/hop_floor.py) on the same gunicorn stack, which only forwards
+   the bytes, i.e. what one extra HTTP hop costs on this machine.
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags.
 3. Events written per second by the event writer (SQLite by default, `--database-url` for
    PostgreSQL).
 
-Targets (DESIGN.md): added p50 <= 1 ms, p99 <= 3 ms, throughput >= 80% of direct, decision
-within 10 us of the bare SDK call. The bento is built into .data/ if needed (idempotent).
+4. Memory: RSS of each selector worker after warm-up and after the whole run (growth = leak).
+
+Targets (DESIGN.md), printed as met or missed: added p50 <= 0.5 ms and p99 <= 1.5 ms at
+concurrency 1; throughput >= 90% of direct at concurrency 16; decision within 10 us of the bare
+SDK call; >= 100,000 exposures/s written. The bento is built into .data/ if needed.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psutil
 import urllib3
 
 from service.config import Settings
 from service.flags.definitions import load_flags
-from service.processes import free_port, selector_process
+from service.processes import ManagedProcess, free_port, selector_process, venv_executable
 from service.registry.bento_process import BentoProcess
 from service.registry.build import build_all
 from service.registry.population import population
@@ -145,6 +151,14 @@ def events_per_second(database_url: str, n: int = 50_000) -> float:
     return writer.written / (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class Row:
+    concurrency: int
+    direct: LoadResult
+    floor: LoadResult
+    routed: LoadResult
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency and target")
@@ -162,17 +176,20 @@ def main() -> None:
         flags_dir.mkdir()
         (flags_dir / "context.yaml").write_text((base.flags_dir / "context.yaml").read_text())
         (flags_dir / "bench.yaml").write_text(FLAG)
-        rows = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
+        rows, memory = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
         settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
         ours, bare = routing_cost(flags_dir, settings)
         rate = events_per_second(args.database_url or f"sqlite:///{work / 'events.db'}")
     print_table(rows, ours, bare, rate)
+    print_memory(memory)
+    print_targets(rows, ours, bare, rate)
 
 
 def serving_rows(
     base: Settings, work: Path, flags_dir: Path, levels: list[int], seconds: float, workers: int
-) -> list[tuple[int, LoadResult, LoadResult]]:
+) -> tuple[list[Row], dict[int, tuple[float, float]]]:
     direct_bodies, routed_bodies = request_bodies()
+    threads = max(levels) // workers + 1
     with BentoProcess("churn:v1", settings=base, log_path=work / "bento.log") as bento:
         bento.wait_ready(90)
         env = {
@@ -182,25 +199,65 @@ def serving_rows(
             "ROLLOUT_UNLEASH_URL": "",
             "UNLEASH_URL": "",
         }
-        port = free_port()
-        threads = max(levels) // workers + 1
-        with selector_process(port, work / "selector.log", env, workers, threads) as selector:
+        port, floor_port = free_port(), free_port()
+        floor = hop_floor_process(floor_port, work / "floor.log", bento.url, workers, threads)
+        with (
+            selector_process(port, work / "selector.log", env, workers, threads) as selector,
+            floor,
+        ):
             selector.wait_ready(60)
-            direct_url = f"{bento.url}/predict"
-            routed_url = f"http://127.0.0.1:{port}/v1/models/bench/predict"
-            run_load(routed_url, routed_bodies, 4, 1.0)  # warm both pools and the model
-            run_load(direct_url, direct_bodies, 4, 1.0)
-            metrics_url = f"http://127.0.0.1:{port}/metrics"
-            rows = []
-            for c in levels:
-                direct = run_load(direct_url, direct_bodies, c, seconds)
-                before = inside_totals(metrics_url)
-                routed = run_load(routed_url, routed_bodies, c, seconds)
-                after = inside_totals(metrics_url)
-                count = after[2] - before[2]
-                inside = ((after[0] - before[0]) - (after[1] - before[1])) / count * 1000
-                rows.append((c, direct, replace(routed, inside_ms=inside)))
-            return rows
+            floor.wait_ready(60)
+            urls = {
+                "direct": (f"{bento.url}/predict", direct_bodies),
+                "floor": (f"http://127.0.0.1:{floor_port}/predict", direct_bodies),
+                "routed": (f"http://127.0.0.1:{port}/v1/models/bench/predict", routed_bodies),
+            }
+            for url, bodies in urls.values():  # warm every pool and the model
+                run_load(url, bodies, 4, 1.0)
+            warm = worker_rss(selector)
+            rows = [measure(c, urls, seconds, f"http://127.0.0.1:{port}/metrics") for c in levels]
+            after = worker_rss(selector)
+    return rows, {pid: (warm[pid], after.get(pid, float("nan"))) for pid in warm}
+
+
+def measure(c: int, urls: dict[str, tuple[str, list[bytes]]], seconds: float, metrics: str) -> Row:
+    direct = run_load(*urls["direct"], c, seconds)
+    floor = run_load(*urls["floor"], c, seconds)
+    before = inside_totals(metrics)
+    routed = run_load(*urls["routed"], c, seconds)
+    after = inside_totals(metrics)
+    count = after[2] - before[2]
+    inside = ((after[0] - before[0]) - (after[1] - before[1])) / count * 1000
+    return Row(c, direct, floor, replace(routed, inside_ms=inside))
+
+
+def hop_floor_process(
+    port: int, log: Path, bento_url: str, workers: int, threads: int
+) -> ManagedProcess:
+    """gunicorn serving hop_floor.py with the selector's own server settings."""
+    command = [
+        venv_executable("gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--worker-class",
+        "gthread",
+        "--chdir",
+        str(Path(__file__).parent),
+        "hop_floor:app",
+    ]
+    ready = f"http://127.0.0.1:{port}/healthz"
+    return ManagedProcess("hop floor", command, ready, log, {"BENTO_URL": bento_url})
+
+
+def worker_rss(selector: ManagedProcess) -> dict[int, float]:
+    """MiB resident per gunicorn worker of the selector (the master's children)."""
+    assert selector.process is not None
+    children = psutil.Process(selector.process.pid).children(recursive=True)
+    return {c.pid: c.memory_info().rss / 2**20 for c in children}
 
 
 def inside_totals(metrics_url: str) -> tuple[float, float, float]:
@@ -218,22 +275,30 @@ def inside_totals(metrics_url: str) -> tuple[float, float, float]:
     )
 
 
-def print_table(
-    rows: list[tuple[int, LoadResult, LoadResult]], ours: float, bare: float, rate: float
-) -> None:
+def _p(result: LoadResult) -> str:
+    return f"{result.percentile(0.5):.2f} / {result.percentile(0.99):.2f}"
+
+
+def _added(result: LoadResult, base: LoadResult) -> str:
+    d50 = result.percentile(0.5) - base.percentile(0.5)
+    d99 = result.percentile(0.99) - base.percentile(0.99)
+    return f"{d50:+.2f} / {d99:+.2f}"
+
+
+def print_table(rows: list[Row], ours: float, bare: float, rate: float) -> None:
     print(
-        "| concurrency | direct p50 / p99 ms | selector p50 / p99 ms | added p50 / p99 ms "
-        "| direct req/s | selector req/s | throughput ratio | errors | in-selector ms |"
+        "| concurrency | direct p50 / p99 ms | floor (one hop) p50 / p99 ms "
+        "| selector p50 / p99 ms | floor adds | selector adds | direct req/s | floor req/s "
+        "| selector req/s | selector / direct | errors d/f/s | in-selector ms |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for c, direct, routed in rows:
-        d50, d99 = direct.percentile(0.5), direct.percentile(0.99)
-        r50, r99 = routed.percentile(0.5), routed.percentile(0.99)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        d, f, r = row.direct, row.floor, row.routed
         print(
-            f"| {c} | {d50:.2f} / {d99:.2f} | {r50:.2f} / {r99:.2f} "
-            f"| {r50 - d50:+.2f} / {r99 - d99:+.2f} | {direct.throughput:.0f} "
-            f"| {routed.throughput:.0f} | {routed.throughput / direct.throughput:.0%} "
-            f"| {direct.errors} / {routed.errors} | {routed.inside_ms or 0:.2f} |"
+            f"| {row.concurrency} | {_p(d)} | {_p(f)} | {_p(r)} | {_added(f, d)} "
+            f"| {_added(r, d)} | {d.throughput:.0f} | {f.throughput:.0f} | {r.throughput:.0f} "
+            f"| {r.throughput / d.throughput:.0%} | {d.errors}/{f.errors}/{r.errors} "
+            f"| {r.inside_ms or 0:.2f} |"
         )
     print()
     print("| routing decision (us/call) | bare UnleashClient.get_variant (us/call) | difference |")
@@ -245,6 +310,34 @@ def print_table(
         "in-selector ms: mean time a predict spends in the selector's own code (routing, "
         "input check, metrics, logging), i.e. the added latency minus the extra HTTP hop"
     )
+
+
+def print_memory(memory: dict[int, tuple[float, float]]) -> None:
+    print()
+    for pid, (warm, after) in sorted(memory.items()):
+        print(f"selector worker {pid}: RSS {warm:.1f} MiB after warm-up, {after:.1f} MiB after run")
+
+
+def print_targets(rows: list[Row], ours: float, bare: float, rate: float) -> None:
+    """Each DESIGN.md target with the measured figure, met or missed."""
+    by_c = {row.concurrency: row for row in rows}
+    checks: list[tuple[str, float | None, float, bool]] = []  # name, value, target, lower-is-ok
+    if 1 in by_c:
+        d, r = by_c[1].direct, by_c[1].routed
+        checks.append(("added p50 at c=1 (ms)", r.percentile(0.5) - d.percentile(0.5), 0.5, True))
+        checks.append(("added p99 at c=1 (ms)", r.percentile(0.99) - d.percentile(0.99), 1.5, True))
+    if 16 in by_c:
+        d, r = by_c[16].direct, by_c[16].routed
+        checks.append(("throughput vs direct at c=16", r.throughput / d.throughput, 0.9, False))
+    checks.append(("decision minus bare get_variant (us)", ours - bare, 10.0, True))
+    checks.append(("exposures written per second", rate, 100_000, False))
+    errors = sum(row.routed.errors for row in rows)
+    print()
+    for name, value, target, lower in checks:
+        met = value is not None and (value <= target if lower else value >= target)
+        sign = "<=" if lower else ">="
+        print(f"{'met   ' if met else 'MISSED'}  {name}: {value:.3g} (target {sign} {target:g})")
+    print(f"{'met   ' if errors == 0 else 'MISSED'}  selector errors: {errors} (target 0)")
 
 
 if __name__ == "__main__":
