@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import urllib3
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 REQUESTS = "selector_requests_total"
@@ -30,6 +30,7 @@ CIRCUIT_NAMES = {0: "closed", 1: "half_open", 2: "open"}
 EVENT_GAUGES = ("selector_event", "selector_events", "selector_shadow_queue", "selector_spill")
 
 Labels = tuple[tuple[str, str], ...]
+TIMEOUT = 3.0  # seconds per request to the selector
 
 
 @dataclass(frozen=True)
@@ -80,21 +81,22 @@ class SelectorScraper:
         self, selector_url: str, window: float, clock: Callable[[], float] = time.time
     ) -> None:
         self.url, self.window, self.clock = selector_url.rstrip("/"), window, clock
-        self._http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=3))
+        self._http = requests.Session()
         self._scrapes: deque[Scrape] = deque()
         self._lock = threading.Lock()
 
     def scrape(self) -> Scrape:
         now = self.clock()
         try:
-            metrics = self._http.request("GET", f"{self.url}/metrics")
-            ready = self._http.request("GET", f"{self.url}/readyz")
-        except urllib3.exceptions.HTTPError as exc:
-            return Scrape(now, {}, None, f"the selector at {self.url} does not answer ({exc})")
-        if metrics.status != 200:
-            error = f"{self.url}/metrics answered HTTP {metrics.status}"
-            return Scrape(now, {}, _json(ready.data), error)
-        scrape = Scrape(now, parse(metrics.data.decode("utf-8", "replace")), _json(ready.data))
+            metrics = self._http.get(f"{self.url}/metrics", timeout=TIMEOUT)
+            ready = self._http.get(f"{self.url}/readyz", timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            name = type(exc).__name__
+            return Scrape(now, {}, None, f"the selector at {self.url} does not answer ({name})")
+        if metrics.status_code != 200:
+            error = f"{self.url}/metrics answered HTTP {metrics.status_code}"
+            return Scrape(now, {}, _json(ready.content), error)
+        scrape = Scrape(now, parse(metrics.text), _json(ready.content))
         with self._lock:
             self._scrapes.append(scrape)
             while self._scrapes and self._scrapes[0].time < now - self.window:
