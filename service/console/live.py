@@ -67,6 +67,7 @@ class LiveView:
     selector_url: str
     window_seconds: float
     covered_seconds: float  # how much of the window the scrapes in memory cover
+    since_start: bool = False  # only one scrape yet: totals since the selector started
     error: str = ""
     status: str = ""  # /readyz status
     bentos: list[BentoLive] = field(default_factory=list)
@@ -114,6 +115,8 @@ class SelectorScraper:
         with self._lock:
             oldest = self._scrapes[0] if self._scrapes else latest
         view.covered_seconds = latest.time - oldest.time
+        if oldest is latest:  # nothing to subtract yet: everything since the selector started
+            oldest, view.since_start = Scrape(latest.time, {}, None), True
         view.bentos = bento_rows(latest, oldest)
         view.events = [
             (_name(n, labels), v)
@@ -124,6 +127,7 @@ class SelectorScraper:
 
     def run(self, every: float, stop: threading.Event) -> None:
         """Scrape every `every` seconds until `stop` is set (the background sampler)."""
+        self.scrape()
         while not stop.wait(every):
             self.scrape()
 
