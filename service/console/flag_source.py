@@ -72,8 +72,9 @@ class FlagSource:
         else:
             with self.admin() as admin:
                 state = read_all_flags(admin)
-            docs = {name: state.doc(name) for name in state.features}
-            read = FlagsRead(state.url, {k: v for k, v in docs.items() if v}, definitions, problems)
+            found = {name: state.doc(name) for name in state.features}
+            docs = {name: doc for name, doc in found.items() if doc is not None}
+            read = FlagsRead(state.url, docs, definitions, problems)
         self._check(read, flag_set)
         read.segments = dict(flag_set.segments) if flag_set else {}
         return read
