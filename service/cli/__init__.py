@@ -5,11 +5,22 @@ One module per command group; each registers its commands on `main`. Heavy modul
 `rollout --help` and `rollout flags validate` start quickly.
 """
 
-from service.cli import audit, decide, flags, models, reports, rollback, serving, unleash
+from service.cli import (
+    audit,
+    console,
+    decide,
+    flags,
+    models,
+    reports,
+    rollback,
+    serving,
+    unleash,
+)
 from service.cli.base import main
 
 __all__ = [
     "audit",
+    "console",
     "decide",
     "flags",
     "main",

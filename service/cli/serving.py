@@ -1,9 +1,12 @@
-"""`rollout serve`, `rollout simulate` and `rollout demo`."""
+"""`rollout serve`, `rollout simulate`, `rollout demo` and `rollout up`."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -98,3 +101,42 @@ def _show_how_to_apply(ctx: click.Context, decision_path: Path) -> None:
     click.echo(f"apply:    rollout decide apply {decision_path}   # {chosen.describe()}")
     for change in chosen.changes:
         click.echo(f"            {change} (flags/{Path(definition.file).name})")
+
+
+# --- everything at once, until Ctrl-C -------------------------------------------------------
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--console-port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_context
+def up(ctx: click.Context, port: int, console_port: int) -> None:
+    """Build and serve the bentos, start the selector (embedded flags) and the console.
+
+    Stays up until Ctrl-C (or SIGTERM), then stops everything it started.
+    """
+    from service.harness.up import run_up
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run_up(
+        settings_of(ctx),
+        port=port,
+        console_port=console_port,
+        stop=stop,
+        on_ready=_show_running,
+        progress=progress,
+    )
+    click.echo("stopped: every process `rollout up` started has exited")
+
+
+def _show_running(running: Any) -> None:
+    click.echo(f"selector: {running.selector_url}  (readiness {running.selector_url}/readyz)")
+    click.echo(f"console:  {running.console_url}")
+    for tag, url in running.bentos.items():
+        click.echo(f"bento:    {tag}  {url}")
+    click.echo(f"logs:     {running.logs}")
+    click.echo(f"try a prediction ({running.flag}):")
+    click.echo(f"  {running.curl}")
+    click.echo("press Ctrl-C to stop everything", nl=True)

@@ -66,6 +66,7 @@ class AuditEntry:
     why: str
     exposures_before: int = 0
     exposures_after: int = 0
+    evidence: Any = None  # what triggered a decide/guard action: numbers, the report's path
 
     @property
     def when(self) -> str:
@@ -229,6 +230,7 @@ class AuditStore:
                 why=row["why"] or "",
                 exposures_before=counts[i],
                 exposures_after=counts[i + 1],
+                evidence=row["evidence"],
             )
             for i, row in enumerate(rows)
         ]

@@ -55,7 +55,7 @@ def run_demo(
         progress("step 3/5: starting the selector (gunicorn, embedded flags from flags/)")
         port = free_port()
         selector = stack.enter_context(
-            selector_process(port, logs / "selector.log", _selector_env(settings, catalog))
+            selector_process(port, logs / "selector.log", selector_env(settings, catalog))
         )
         selector.wait_ready(timeout=60)
         progress(f"step 4/5: simulating {users} users through http://127.0.0.1:{port}")
@@ -82,8 +82,8 @@ def run_demo(
     return DemoResult(report, summary, time.perf_counter() - started)
 
 
-def _selector_env(settings: Settings, catalog: BentoCatalog) -> dict[str, str]:
-    # Embedded flags, whatever UNLEASH_URL the caller's shell may have set.
+def selector_env(settings: Settings, catalog: BentoCatalog) -> dict[str, str]:
+    """The selector's environment: embedded flags, whatever UNLEASH_URL the shell has set."""
     env = {
         "UNLEASH_URL": "",
         "ROLLOUT_UNLEASH_URL": "",

@@ -53,13 +53,14 @@ class Rollback:
     before: dict[str, Any]
     reason: str
     changes: list[str] = field(default_factory=list)
+    actor: str = ""  # who asked for it (the console's operator); the login name when empty
 
     def audit_record(self) -> dict[str, Any]:
         return {
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "action": "rollback",
-            "actor": getpass.getuser(),
             **asdict(self),
+            "actor": self.actor or getpass.getuser(),
         }
 
 
@@ -144,7 +145,7 @@ def rewritten_flag(text: str, target: str) -> str:
 
 
 def rollback_embedded(
-    flag: str, settings: Settings, to: str | None = None, dry_run: bool = False
+    flag: str, settings: Settings, to: str | None = None, dry_run: bool = False, actor: str = ""
 ) -> tuple[Rollback, str]:
     """Rewrite flags/<flag>.yaml (unless `dry_run`); returns the rollback and the diff."""
     definition, path = flag_file(flag, settings)
@@ -156,9 +157,8 @@ def rollback_embedded(
     )
     before = {"default": definition.default_bento, "variants": dict(definition.variants)}
     reason = _reason(to, target, definition.default_bento)
-    done = Rollback(
-        flag, target, "embedded", before, reason, [f"{path}: default and variants -> {target}"]
-    )
+    changes = [f"{path}: default and variants -> {target}"]
+    done = Rollback(flag, target, "embedded", before, reason, changes, actor)
     if not dry_run and new_text != text:
         write_atomically(path, new_text)
         record(done, settings)
@@ -205,7 +205,7 @@ def served_on_server(admin: UnleashAdmin, flag: str) -> dict[str, list[str]]:
 
 
 def rollback_server(
-    flag: str, settings: Settings, admin: UnleashAdmin, to: str | None = None
+    flag: str, settings: Settings, admin: UnleashAdmin, to: str | None = None, actor: str = ""
 ) -> Rollback:
     """Point the flag's default variant and every strategy variant at the target, per env."""
     before = served_on_server(admin, flag)
@@ -224,7 +224,7 @@ def rollback_server(
             _restore_environment(admin, flag, env, strategies, variants)
         raise
     reason = _reason(to, target, default)
-    done = Rollback(flag, target, "server", {"environments": before}, reason, changes)
+    done = Rollback(flag, target, "server", {"environments": before}, reason, changes, actor)
     record(done, settings)
     return done
 
@@ -312,15 +312,18 @@ def _record_in_audit_table(entry: dict[str, Any], settings: Settings) -> None:
 
 
 def rollback(
-    flag: str, settings: Settings, to: str | None = None, dry_run: bool = False
+    flag: str, settings: Settings, to: str | None = None, dry_run: bool = False, actor: str = ""
 ) -> tuple[Rollback, str]:
-    """Embedded or server mode, as the settings say; returns the rollback and a diff (embedded)."""
+    """Embedded or server mode, as the settings say; returns the rollback and a diff (embedded).
+
+    `actor` is who the audit names (default: the login name running this).
+    """
     if not settings.unleash_url:
-        return rollback_embedded(flag, settings, to, dry_run)
+        return rollback_embedded(flag, settings, to, dry_run, actor)
     with UnleashAdmin(settings.unleash_url, admin_token()) as admin:
         if dry_run:
             before = served_on_server(admin, flag)
             default = _server_default(admin, flag, before)
             target = choose_target(_flattened(before), settings, to, default)
             return Rollback(flag, target, "server (dry run)", {"environments": before}, ""), ""
-        return rollback_server(flag, settings, admin, to), ""
+        return rollback_server(flag, settings, admin, to, actor), ""

@@ -85,6 +85,16 @@ class BentoForwarder:
         except ValueError as exc:
             raise BentoCallFailed(f"{base_url} answered with invalid JSON", 200) from exc
 
+    def answers(self, base_url: str, timeout: float = 1.0) -> bool:
+        """Whether the bento answers its own readiness check (GET /readyz) with a 200."""
+        try:
+            response = self._pool.request(
+                "GET", f"{base_url}/readyz", timeout=urllib3.Timeout(total=timeout)
+            )
+        except urllib3.exceptions.HTTPError:
+            return False
+        return response.status == 200
+
     def close(self) -> None:
         self._pool.clear()
 

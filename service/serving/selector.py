@@ -240,6 +240,12 @@ class Selector:
             "shadow_queue_depth": self.shadows.depth,
         }
 
+    def answering_bento(self) -> str | None:
+        """The first bento of the catalog that answers its readiness check; None if none does
+        (then every predict would fail: /readyz must not say ready)."""
+        endpoints = self.catalog.endpoints.items()
+        return next((tag for tag, url in endpoints if self.forwarder.answers(url)), None)
+
     def refresh_gauges(self) -> None:
         """Point-in-time values, set just before a scrape (counters need no refresh)."""
         self.metrics.event_queue_depth.set(self.events.depth)

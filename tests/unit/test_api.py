@@ -43,6 +43,9 @@ class FakeForwarder:
             {"predictions": [{"churn_probability": 0.7, "offer": True}], "bento": base_url}, 1.0
         )
 
+    def answers(self, base_url: str) -> bool:
+        return base_url not in self.down
+
     def close(self) -> None:
         pass
 
@@ -252,6 +255,15 @@ def test_not_ready_without_any_bento(settings) -> None:
         assert app.test_client().get("/readyz").status_code == 503
     finally:
         app.extensions["selector"].close()
+
+
+def test_not_ready_while_no_bento_answers(app, client) -> None:
+    app.extensions["selector"].forwarder.down.update({"http://v1", "http://v2"})
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.json["answering_bento"] is None
+    app.extensions["selector"].forwarder.down.discard("http://v2")
+    answer = client.get("/readyz")
+    assert answer.status_code == 200 and answer.json["answering_bento"] == "churn:v2"
 
 
 def test_inputs_outside_the_family_schema_are_a_422_before_any_bento_is_called(app, client) -> None:

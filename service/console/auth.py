@@ -1,0 +1,158 @@
+"""Who may act in the console: one function, `operator_of(request)`, decides it.
+
+Today an operator is a key with scope `operate` in the console's keys file
+(ROLLOUT_CONSOLE_OPERATOR_KEYS_FILE, default `<data>/console-operators.json`), in the JSON
+format of the selector's API keys file (`{"keys": [{name, sha256, scopes, created_at}]}`), so
+the console can switch to the shared key store (ROLLOUT_API_KEYS_FILE, `rollout keys create
+NAME --scopes operate`) by changing `OperatorKeys` alone. Only SHA-256 hashes are stored.
+
+A key is presented once, on the login form (or as `Authorization: Bearer <key>` by a script);
+the signed session cookie then carries the key's hash, never the key, and every check looks
+the hash up again, so a revoked key stops working at once. ROLLOUT_CONSOLE_READ_ONLY=1 refuses
+every action whatever keys exist. Every form that changes state carries a CSRF token bound to
+the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.errors import ConfigError, RolloutError
+
+OPERATE = "operate"
+KEY_PREFIX = "rk_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SESSION_KEY = "operator_key_sha256"
+SESSION_CSRF = "csrf"
+
+
+@dataclass(frozen=True)
+class OperatorKey:
+    name: str
+    sha256: str
+    scopes: tuple[str, ...]
+    created_at: str
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class OperatorKeys:
+    """The keys file: read on every check (it is small), written atomically with mode 0600."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def keys(self) -> list[OperatorKey]:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"the operator keys file {self.path} is unreadable: {exc}") from exc
+        try:
+            return [
+                OperatorKey(k["name"], k["sha256"], tuple(k["scopes"]), k["created_at"])
+                for k in doc["keys"]
+            ]
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"the operator keys file {self.path} is malformed ({exc!r})") from exc
+
+    def operator(self, key_sha256: str) -> str | None:
+        """The name of the key with this hash and scope `operate`; None otherwise."""
+        found = None
+        for key in self.keys():  # no early exit: the time taken does not depend on the match
+            if hmac.compare_digest(key.sha256, key_sha256) and OPERATE in key.scopes:
+                found = key.name
+        return found
+
+    def create(self, name: str) -> str:
+        """Store the hash of a new operator key; return the key (shown once, never stored)."""
+        if not _NAME.match(name):
+            raise RolloutError(f"operator name {name!r} must be 1-64 letters, digits, . _ or -")
+        keys = self.keys()
+        if any(k.name == name for k in keys):
+            raise RolloutError(f"an operator named {name!r} exists in {self.path}")
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        keys.append(OperatorKey(name, digest(secret), (OPERATE,), created))
+        self._write(keys)
+        return secret
+
+    def _write(self, keys: list[OperatorKey]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            doc = {"keys": [k.__dict__ | {"scopes": list(k.scopes)} for k in keys]}
+            json.dump(doc, out, indent=2)
+        partial.replace(self.path)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What `operator_of` needs: the keys, and whether the console is read-only."""
+
+    keys: OperatorKeys
+    read_only: bool
+
+
+def operator_of(request: Any, session: Any, gate: Gate) -> str | None:
+    """The operator behind this request (a key with scope `operate`), or None.
+
+    A Bearer header counts for this request only; otherwise the key hash the login stored in
+    the session. Read-only consoles have no operators.
+    """
+    if gate.read_only:
+        return None
+    presented = _bearer(request.headers.get("Authorization"))
+    if presented is not None:
+        return gate.keys.operator(digest(presented))
+    stored = session.get(SESSION_KEY)
+    return gate.keys.operator(stored) if isinstance(stored, str) else None
+
+
+def log_in(session: Any, gate: Gate, key: str) -> str | None:
+    """Check a key typed on the login form; remember its hash in the session when it operates."""
+    if gate.read_only:
+        return None
+    hashed = digest(key.strip())
+    name = gate.keys.operator(hashed)
+    if name is not None:
+        session.clear()
+        session[SESSION_KEY] = hashed
+        session[SESSION_CSRF] = secrets.token_urlsafe(32)  # a new session, a new token
+    return name
+
+
+def csrf_token(session: Any) -> str:
+    """The session's CSRF token, made on first use."""
+    token = session.get(SESSION_CSRF)
+    if not isinstance(token, str):
+        token = session[SESSION_CSRF] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_ok(session: Any, presented: str | None) -> bool:
+    expected = session.get(SESSION_CSRF)
+    return (
+        isinstance(expected, str)
+        and bool(presented)
+        and hmac.compare_digest(expected, presented or "")
+    )
+
+
+def _bearer(header: str | None) -> str | None:
+    kind, _, value = (header or "").partition(" ")
+    value = value.strip()
+    return value if kind.lower() == "bearer" and value else None
