@@ -5,7 +5,18 @@ One module per command group; each registers its commands on `main`. Heavy modul
 `rollout --help` and `rollout flags validate` start quickly.
 """
 
-from service.cli import audit, decide, deploy, flags, models, reports, rollback, serving
+from service.cli import audit, decide, deploy, events, flags, models, reports, rollback, serving
 from service.cli.base import main
 
-__all__ = ["audit", "decide", "deploy", "flags", "main", "models", "reports", "rollback", "serving"]
+__all__ = [
+    "audit",
+    "decide",
+    "deploy",
+    "events",
+    "flags",
+    "main",
+    "models",
+    "reports",
+    "rollback",
+    "serving",
+]

@@ -38,6 +38,9 @@ def deploy() -> None:
 )
 @click.option("--unleash-admin-url", default="http://unleash:4242", show_default=True)
 @click.option("--secret", default="rollout-secrets", show_default=True, help="Secret name")
+@click.option(
+    "--retention", default="90d", show_default=True, help="Events older than this are pruned daily."
+)
 @click.option("--kubernetes-version", default="1.35.0", show_default=True)
 @click.pass_context
 def deploy_kubernetes(
@@ -51,6 +54,7 @@ def deploy_kubernetes(
     unleash_url: str,
     unleash_admin_url: str,
     secret: str,
+    retention: str,
     kubernetes_version: str,
 ) -> None:
     """Render the selector, one Deployment per routable bento version, and the guards.
@@ -60,6 +64,9 @@ def deploy_kubernetes(
     """
     from service.deploy.kubernetes import ClusterOptions, validate, write
     from service.deploy.targets import deployment_targets
+    from service.store.retention import parse_age
+
+    parse_age(retention, "--retention")  # a bad age fails here, not in the cluster at 03:17
 
     targets = deployment_targets(settings_of(ctx))
     options = ClusterOptions(
@@ -71,6 +78,7 @@ def deploy_kubernetes(
         unleash_url=unleash_url,
         unleash_admin_url=unleash_admin_url,
         secret=secret,
+        retention=retention,
     )
     written = write(targets, options, out, lambda files: validate(files, kubernetes_version))
     for path in written:

@@ -55,6 +55,7 @@ class ClusterOptions:
     refresh_interval: int = 5
     guard_interval: float = 30.0
     secret: str = "rollout-secrets"  # created by hand or by a secrets operator; never rendered
+    retention: str = "90d"  # `rollout events prune --older-than`, daily
 
     def bento_image(self, bento: BentoTarget) -> str:
         prefix = self.bento_registry.rstrip("/")
@@ -199,8 +200,13 @@ def selector_objects(options: ClusterOptions) -> list[Manifest]:
         "livenessProbe": _probe("/healthz", SELECTOR_PORT, period=10, failures=3),
         "resources": _resources("500m", "512Mi", "1Gi"),
     }
+    # Every pod brings the schema up to date before serving: idempotent, and one migrator at a
+    # time (an advisory lock), so a rollout of many replicas migrates once.
+    migrate = _rollout_container("migrate", ["events", "migrate"], options, [])
+    migrate["resources"] = _resources("100m", "256Mi", "512Mi")
     pod = {
         "securityContext": _pod_security(10001),
+        "initContainers": [migrate],
         # gunicorn drains in-flight requests on SIGTERM within 30 s; the endpoint is removed
         # from the Service first (readiness), so new requests go elsewhere.
         "terminationGracePeriodSeconds": 40,
@@ -315,6 +321,36 @@ def guard_objects(flag: str, options: ClusterOptions) -> list[Manifest]:
     return [_deployment(name, "guard", 1, pod, {"type": "Recreate"})]
 
 
+def retention_objects(options: ClusterOptions) -> list[Manifest]:
+    """A daily CronJob pruning old events (whole monthly partitions on PostgreSQL)."""
+    container = _rollout_container(
+        "prune", ["events", "prune", "--older-than", options.retention], options, []
+    )
+    container["resources"] = _resources("100m", "256Mi", "512Mi")
+    pod = {
+        "securityContext": _pod_security(10001),
+        "restartPolicy": "OnFailure",
+        "containers": [container],
+        "volumes": _SCRATCH,
+    }
+    job = {
+        "backoffLimit": 3,
+        "template": {"metadata": {"labels": _labels("retention", "events-prune")}, "spec": pod},
+    }
+    return [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": _meta("events-prune", "retention"),
+            "spec": {
+                "schedule": "17 3 * * *",
+                "concurrencyPolicy": "Forbid",
+                "jobTemplate": {"spec": job},
+            },
+        }
+    ]
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -323,6 +359,7 @@ def render(targets: Targets, options: ClusterOptions) -> dict[str, list[Manifest
     files: dict[str, list[Manifest]] = {
         "config.yaml": [config_map(targets, options)],
         "selector.yaml": selector_objects(options),
+        "events-prune.yaml": retention_objects(options),
     }
     for bento in targets.bentos:
         files[f"{bento.name}.yaml"] = bento_objects(bento, options)

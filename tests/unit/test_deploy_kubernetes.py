@@ -65,7 +65,9 @@ def test_renders_validated_manifests_for_every_routable_version(
     registry: Settings, tmp_path: Path
 ) -> None:
     out = tmp_path / "k8s"
-    result = rollout(registry, "deploy", "kubernetes", "--out", str(out), "--replicas", "4")
+    result = rollout(
+        registry, "deploy", "kubernetes", "--out", str(out), "--replicas", "4", "--retention", "30d"
+    )
     assert result.exit_code == 0, result.output
     assert "2 bento version(s), 1 guard(s); validated against Kubernetes 1.35.0" in result.output
     deployments = by_kind(out, "Deployment")
@@ -87,6 +89,10 @@ def test_renders_validated_manifests_for_every_routable_version(
     hpa = by_kind(out, "HorizontalPodAutoscaler")["selector"]["spec"]
     assert hpa["minReplicas"] == 4 and hpa["metrics"][0]["resource"]["name"] == "cpu"
     assert by_kind(out, "PodDisruptionBudget")["selector"]["spec"]["maxUnavailable"] == 1
+    init = selector["template"]["spec"]["initContainers"][0]
+    assert init["args"] == ["events", "migrate"]  # the schema is current before serving
+    prune = by_kind(out, "CronJob")["events-prune"]["spec"]["jobTemplate"]["spec"]["template"]
+    assert prune["spec"]["containers"][0]["args"] == ["events", "prune", "--older-than", "30d"]
     config = by_kind(out, "ConfigMap")["rollout-config"]["data"]
     assert config["ROLLOUT_BENTO_URLS"] == (
         "churn:v1=http://bento-churn-v1:3000,churn:v2=http://bento-churn-v2:3000"
