@@ -11,6 +11,7 @@ demo: $(STAMP)
 
 test: $(STAMP) unleash
 	scripts/install-browser
+	scripts/install-nginx
 	$(BIN)/pytest
 
 lint: $(STAMP)

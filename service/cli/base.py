@@ -22,6 +22,9 @@ def progress(message: str) -> None:
     click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
+MAX_PROBLEMS_SHOWN = 10
+
+
 class RolloutGroup(click.Group):
     """Every failure is one `error:` line (and maybe a `hint:` line), never a traceback.
 
@@ -34,11 +37,11 @@ class RolloutGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FlagDefinitionError as exc:
-            more = len(exc.problems) - 1
-            hint = (
-                f"{more} more problem(s); `rollout flags validate` lists them all" if more else ""
-            )
-            _fail(ctx, f"error: {exc.problems[0]}", exc, hint=hint)
+            # Each problem is a complete error (file, flag, field), so each gets its own line.
+            shown = exc.problems[:MAX_PROBLEMS_SHOWN]
+            more = len(exc.problems) - len(shown)
+            hint = f"{more} more problem(s); `rollout flags validate` lists them" if more else ""
+            _fail(ctx, "\n".join(f"error: {p}" for p in shown), exc, hint=hint)
         except RolloutError as exc:
             _fail(ctx, f"error: {exc.message}", exc)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):

@@ -178,6 +178,7 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
     from service.analysis.reports import run_ab_report
     from service.flags.unleash_admin import token_from_environment
     from service.rollout.guard import Guard
+    from service.rollout.lease import FlagLease
 
     settings = settings_of(ctx)
 
@@ -186,6 +187,7 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
 
     home = _flag_home(ctx, flag, url, "ROLLOUT_GUARD_TOKEN")
     with home as (definition, location, store), _notifier() as notifier:
+        lease = FlagLease(store.engine, flag, seconds=interval)  # one guard acts per flag
         guard_ = Guard(
             definition,
             location,
@@ -194,9 +196,11 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
             notifier=notifier,
             status_dir=settings.data_dir / "guard",
             settings=settings,
+            lease=lease,
         )
         if once:
             _show(guard_.tick())
+            lease.release()
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -207,7 +211,10 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
                 "warning: no ROLLOUT_GUARD_TOKEN(_FILE): acting with the admin token, so Unleash's "
                 "event log will not name the guard (create one: rollout guard token --out FILE)"
             )
-        guard_.run(interval, stop, _show)
+        try:
+            guard_.run(interval, stop, _show)
+        finally:
+            lease.release()  # a standby takes over at its next look, not after the lease time
 
 
 def _show(status: Any) -> None:
@@ -249,11 +256,21 @@ def guard_token(out: Path, username: str, url: str | None) -> None:
 @click.argument("flag")
 @click.pass_context
 def guard_status(ctx: click.Context, flag: str) -> None:
-    """What the guard of FLAG last saw and did (its status file)."""
-    path = settings_of(ctx).data_dir / "guard" / f"{flag}.json"
+    """What this guard of FLAG last saw and did (its status file), and who holds the lease."""
+    import time
+
+    from service.rollout.lease import FlagLease
+    from service.store.events import create_engine
+
+    settings = settings_of(ctx)
+    path = settings.data_dir / "guard" / f"{flag}.json"
     if not path.exists():
         raise click.ClickException(f"no guard has run for {flag} (no {path})")
-    click.echo(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2))
+    status = json.loads(path.read_text(encoding="utf-8"))
+    lease = FlagLease(create_engine(settings.event_store_url), flag, seconds=0).state()
+    status["lease"] = {"holder": lease.holder, "expires_at": lease.expires_at}
+    status["lease"]["describe"] = lease.describe(time.time())
+    click.echo(json.dumps(status, indent=2))
 
 
 @guard.command("resume")

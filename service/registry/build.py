@@ -36,6 +36,7 @@ from service.registry import cards, gates, population
 from service.registry import snapshots as data_snapshots
 from service.registry.bento_process import bentoml_env, bentoml_executable
 from service.registry.bentos import _read_store_yaml, discard, stored_bento
+from service.registry.lock import write_pinned_bentofile
 from service.registry.versions import (
     GATES_FILE,
     VERSIONS_FILE,
@@ -312,6 +313,9 @@ def _bento_build(
 ) -> None:
     """`bentoml build` the family folder as `family:version`, packaging `model_name:version`.
 
+    Built from a pinned copy of the family's bentofile: every package it names at the version
+    installed here, where the model was trained, and the rest locked by BentoML.
+
     The version travels as a bento argument: BentoML stores it in the bento and hands it back to
     `service.py` at serve time, so the served model is the one packaged at build time.
     """
@@ -323,22 +327,26 @@ def _bento_build(
         "model_hash": trained["model_hash"],
         "snapshot": snapshot,
     }
-    command = [
-        str(bentoml_executable()),
-        "build",
-        str(spec.family_dir),
-        "--bentofile",
-        str(spec.family_dir / "bentofile.yaml"),
-        "--version",
-        spec.version,
-        "--arg",
-        f"version={spec.version}",
-        *[arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")],
-        "--output",
-        "tag",
-    ]
-    env = bentoml_env(settings.bentoml_home)
-    output = _run(command, env, cwd=spec.family_dir, what="bentoml build")
+    with tempfile.TemporaryDirectory(prefix="rollout-bentofile-") as tmp:
+        # The packages the bento installs pinned to those it was trained with (registry.lock).
+        bentofile = Path(tmp) / "bentofile.yaml"
+        write_pinned_bentofile(spec.family_dir / "bentofile.yaml", bentofile)
+        command = [
+            str(bentoml_executable()),
+            "build",
+            str(spec.family_dir),
+            "--bentofile",
+            str(bentofile),
+            "--version",
+            spec.version,
+            "--arg",
+            f"version={spec.version}",
+            *[arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")],
+            "--output",
+            "tag",
+        ]
+        env = bentoml_env(settings.bentoml_home)
+        output = _run(command, env, cwd=spec.family_dir, what="bentoml build")
     if f"__tag__:{spec.bento_tag}" not in output:
         raise BuildError(f"bentoml build did not report {spec.bento_tag}:\n{_tail(output)}")
 

@@ -6,7 +6,9 @@ Declared per family in `bentos/<family>/gates.yaml` and run on the built bento:
 - metric thresholds on the offline metrics the model recorded: absolute bounds, and "no worse
   than the flag's current default by more than a tolerance", overall and per segment/region;
 - latency and size budgets, measured on the bento served by a real `bentoml serve`;
-- input/output schema compatibility with the current default of its flag(s).
+- input/output schema compatibility with the current default of its flag(s);
+- the package lock: locked, to the framework versions the model was trained with
+  (`registry.lock`), so `bentoml containerize` rebuilds the same serving environment.
 
 The report is stored with the bento (`<bento>/rollout/gates.json`); `failed_gates` reads it for
 `rollout flags validate/apply`. What a gate is and how it is checked lives in
@@ -42,6 +44,7 @@ from service.registry.gate_checks import (
     load_gates,
     schema_problems,
 )
+from service.registry.lock import lock_problems
 from service.registry.versions import UnknownBento, declared_bentos
 
 REPORT_FILE = "gates.json"
@@ -144,6 +147,7 @@ def run_gates(bento: StoredBento, url: str, settings: Settings) -> GateReport:
     for default_tag in sorted(set(defaults.values())):
         results += _against_default(spec, bento, default_tag, settings)
     results += check_budgets(spec, _latencies(url, spec), bento.size_bytes())
+    results.append(check_lock(bento))
     return GateReport(
         tag=bento.tag,
         passed=all(r.passed for r in results),
@@ -152,6 +156,14 @@ def run_gates(bento: StoredBento, url: str, settings: Settings) -> GateReport:
         against=defaults,
         checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
         results=results,
+    )
+
+
+def check_lock(bento: StoredBento) -> GateResult:
+    """The bento's packages are locked, to the framework versions its model was trained with."""
+    problems = lock_problems(bento)
+    return GateResult(
+        "lock", not problems, "; ".join(problems) or "locked to the training versions"
     )
 
 

@@ -48,6 +48,7 @@ from service.rollout.decisions import (
     schedule_of,
 )
 from service.rollout.identity import report_url
+from service.rollout.lease import FlagLease
 from service.rollout.notify import Notification, Notifier
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class GuardStatus:
     """What the last tick saw and did; written to <data>/guard/<flag>.json for `status`."""
 
     flag: str
-    state: str  # idle | holding | paused | pending | ramped | shipped | rolled-back | error
+    # idle | holding | paused | pending | ramped | shipped | rolled-back | error | standby
+    state: str
     step: float | None
     message: str
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -86,8 +88,10 @@ class Guard:
         status_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         settings: Settings | None = None,
+        lease: FlagLease | None = None,
     ) -> None:
         self.definition, self.schedule = definition, schedule_of(definition)
+        self.lease = lease  # several guards of one flag: only the lease holder acts
         self.location, self.store, self.run_report = location, store, run_report
         self.notifier, self.actor, self.clock = notifier, actor, clock
         self.status_dir, self.settings = status_dir, settings  # settings: for the gate check
@@ -103,6 +107,10 @@ class Guard:
 
     def tick(self) -> GuardStatus:
         """Look once and act at most once; errors reading or writing come out as 'error'."""
+        if self.lease is not None and not self.lease.acquire():
+            standby = GuardStatus(self.flag, "standby", None, self.lease.describe())
+            self._save(standby)
+            return standby
         try:
             status = self._tick()
             self.failures = 0
@@ -292,6 +300,7 @@ class Guard:
             status = self.tick()
             on_status(status)
             wait = interval * 2 ** min(self.failures, 10) if self.failures else interval
+            wait = self.lease.wait(wait) if self.lease is not None else wait
             stop.wait(min(wait, max(MAX_BACKOFF, interval)))
 
 

@@ -41,7 +41,7 @@ def test_every_built_bento_passed_its_gates_on_the_served_bento(
         assert report.model_hash == built_bentos.built[tag].model_hash
         assert report.against == {"churn-model": "churn:v1"}
         names = {r.name for r in report.results}
-        assert {"case:loyal-enterprise-low-risk", "latency:p95", "size"} <= names
+        assert {"case:loyal-enterprise-low-risk", "latency:p95", "size", "lock"} <= names
         latency = next(r for r in report.results if r.name == "latency:p95")
         assert "40 calls" in latency.detail
         assert {p.name for p in bento.rollout_dir.iterdir()} == {
