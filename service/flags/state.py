@@ -147,7 +147,8 @@ class ServerFlag:
 
 
 def edit_flag_file(path: Path, move: Move) -> str:
-    """Set the default and the ramp strategy's rollout and weights in `path`; return the diff.
+    """Set the default, the variants' bentos and the strategies' rollout and weights in `path`;
+    return the diff.
 
     Only those keys change (round-trip YAML keeps comments and layout); the file is replaced
     atomically, so an embedded selector reloading flags/ never reads half of it.
@@ -159,6 +160,9 @@ def edit_flag_file(path: Path, move: Move) -> str:
     text = path.read_text(encoding="utf-8")
     data = yaml.load(text)
     data["default"] = move.doc["default"]
+    for name, tag in (move.doc.get("variants") or {}).items():
+        if (data.get("variants") or {}).get(name, tag) != tag:
+            data["variants"][name] = tag
     for env_name, env in move.doc["environments"].items():
         strategies = (data.get("environments") or {}).get(env_name, {}).get("strategies") or []
         for new in env["strategies"]:
