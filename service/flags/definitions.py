@@ -456,7 +456,7 @@ class _FlagReader:
             return Guardrails()
         known = {f.name for f in fields(Guardrails)}
         self.unknown_keys(raw, known, "ramp.guardrails.")
-        values = {}
+        values: dict[str, Any] = {}
         for key in sorted(known & set(raw)):
             value = raw[key]
             low, high, words, nullable = GUARDRAIL_RANGES.get(

@@ -254,11 +254,11 @@ def rollback_server(
     file_text, diff = _flags_file_change(flag, settings, target)
     reason = _reason(to, target, default)
     if dry_run:
-        changes = [
+        planned_changes = [
             c for env in before for c in _retarget_environment(admin, flag, env, target, False)
         ]
         planned = Rollback(
-            flag, target, "server (dry run)", {"environments": before}, reason, changes
+            flag, target, "server (dry run)", {"environments": before}, reason, planned_changes
         )
         return planned, diff
     changes: list[str] = []
