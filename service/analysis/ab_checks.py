@@ -15,6 +15,7 @@ from service.analysis.ab_rules import Verdict
 from service.analysis.decision import Check, _pct, _step
 from service.analysis.stats import (
     ADJUSTMENT_NAMES,
+    BayesianResult,
     CupedResult,
     EffectResult,
     PowerResult,
@@ -23,6 +24,7 @@ from service.analysis.stats import (
     SrmResult,
     rate_interval,
 )
+from service.analysis.stats.proportions import DIFFERENCE, RELATIVE
 
 
 def checks(ev: Evidence, policy: DecisionPolicy) -> list[Check]:
@@ -49,6 +51,8 @@ def checks(ev: Evidence, policy: DecisionPolicy) -> list[Check]:
         result.append(_effect_row("cuped", ev.cuped.effect, ev.primary_p, policy, ev.cuped))
     if ev.sequential is not None:
         result.append(_sequential_row(ev.sequential))
+    if ev.bayesian is not None:
+        result.append(_bayesian_row(ev.bayesian, policy))
     if ev.power is not None:
         result.append(_power_check_row(ev.power, policy))
     result.extend(
@@ -90,6 +94,7 @@ def _effect_row(
         "treatment": effect.treatment_estimate,
         "relative_lift": effect.relative_lift,
         "relative_lift_interval": [lift.low, lift.high] if lift else None,
+        "relative_lift_p_value": effect.relative_lift_p_value,
         "raw_p_value": effect.p_value,
         "correction": ADJUSTMENT_NAMES[policy.correction],
         "degrees_of_freedom": effect.degrees_of_freedom,
@@ -109,6 +114,32 @@ def _effect_row(
         interval=(ci.low, ci.high),
         passed=significant and (effect.difference > 0) == policy.higher_is_better,
         details=details,
+        estimand=effect.estimand,
+    )
+
+
+def _bayesian_row(b: BayesianResult, policy: DecisionPolicy) -> Check:
+    win = b.chance_to_win
+    return Check(
+        name="bayesian",
+        method=b.method,
+        estimate=b.expected,
+        statistic=None,
+        p_value=None,
+        interval=(b.interval.low, b.interval.high),
+        passed=win >= 1 - policy.alpha / 2,
+        details={
+            "chance_to_win": win,
+            "risk_control": b.risk_control,
+            "risk_treatment": b.risk_treatment,
+            "posterior_sd": b.standard_deviation,
+            "prior": {
+                "mean": b.prior.mean,
+                "variance": b.prior.variance,
+                "proper": b.prior.proper,
+            },
+        },
+        estimand=b.estimand,
     )
 
 
@@ -122,6 +153,7 @@ def _sequential_row(seq: SequentialResult) -> Check:
         interval=(seq.interval.low, seq.interval.high),
         passed=seq.reject,
         details={"mixture_variance": seq.mixture_variance, "standard_error": seq.standard_error},
+        estimand=DIFFERENCE,
     )
 
 
@@ -131,16 +163,19 @@ def _guardrail_row(g: GuardrailResult) -> Check:
     return Check(
         name=f"guardrail_{spec.name}",
         method=(f"{test.method} on a {effect.method}" if test and effect else "not measured"),
-        estimate=(effect.relative_lift if spec.relative else effect.difference) if effect else None,
+        estimate=effect.difference if effect else None,
         statistic=effect.statistic if effect else None,
         p_value=test.p_value if test else None,
         interval=(ci.low, ci.high) if ci else None,
         passed=test is not None and test.outcome == "non_inferior",
+        estimand=test.estimand if test else None,
         details={
             "outcome": test.outcome if test else "not_measured",
             "margin": spec.margin,
             "relative_margin": spec.relative,
+            "margin_as_difference": test.null_value if test else None,
             "one_sided_bound": test.bound if test else None,
+            "relative_lift": effect.relative_lift if effect else None,
             "control": effect.control_estimate if effect else None,
             "treatment": effect.treatment_estimate if effect else None,
             "missing": g.missing,
@@ -158,13 +193,19 @@ def _srm_check_row(srm: SrmResult) -> Check:
         interval=None,
         passed=srm.healthy,
         details={"threshold": srm.threshold, "observed": srm.observed, "expected": srm.expected},
+        estimand="users per arm against the intended split",
     )
 
 
 def _test_check_rows(test: ProportionTestResult, policy: DecisionPolicy) -> list[Check]:
+    """The difference and the relative lift, each with its own test and interval."""
     diff, lift = test.difference_interval, test.relative_lift_interval
     better = _is_better(test, policy)
-    lift_passed = lift is not None and (lift.low > 0 if policy.higher_is_better else lift.high < 0)
+    lift_p = test.relative_lift_p_value
+    lift_better = test.relative_lift is not None and (test.relative_lift > 0) == (
+        policy.higher_is_better
+    )
+    others = {i.method: [i.low, i.high] for i in test.other_intervals.values()}
     return [
         Check(
             name="difference",
@@ -174,17 +215,23 @@ def _test_check_rows(test: ProportionTestResult, policy: DecisionPolicy) -> list
             p_value=test.p_value,
             interval=(diff.low, diff.high),
             passed=test.significant and better,
-            details={"level": diff.level, "higher_is_better": policy.higher_is_better},
+            details={
+                "level": diff.level,
+                "higher_is_better": policy.higher_is_better,
+                "other_intervals": others,
+            },
+            estimand=DIFFERENCE,
         ),
         Check(
             name="relative_lift",
-            method=f"{lift.method} interval" if lift else "undefined",
+            method=f"z-test of the log risk ratio; {lift.method} interval" if lift else "undefined",
             estimate=test.relative_lift,
             statistic=None,
-            p_value=None,
+            p_value=lift_p,
             interval=(lift.low, lift.high) if lift else None,
-            passed=lift_passed,
+            passed=lift_p is not None and lift_p < policy.alpha and lift_better,
             details={"level": diff.level},
+            estimand=RELATIVE,
         ),
     ]
 
@@ -198,6 +245,7 @@ def _power_check_row(power: PowerResult, policy: DecisionPolicy) -> Check:
         p_value=None,
         interval=None,
         passed=power.power_at_target_lift >= policy.power,
+        estimand=f"power to detect a {power.target_lift:+.0%} relative lift",
         details={
             "target_lift": power.target_lift,
             "target_power": power.power,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from service.analysis.decision import _p, _pct
 from service.analysis.queries import (
@@ -17,8 +17,10 @@ from service.analysis.queries import (
 from service.analysis.stats import (
     DEFAULT_POWER,
     SRM_THRESHOLD,
+    BayesianResult,
     CupedResult,
     EffectResult,
+    GaussianPrior,
     MomentStats,
     NonInferiorityResult,
     PowerResult,
@@ -27,6 +29,7 @@ from service.analysis.stats import (
     SequentialResult,
     SrmResult,
     adjust_p_values,
+    bayesian_proportions,
     cuped_test,
     non_inferiority,
     power_analysis,
@@ -36,6 +39,7 @@ from service.analysis.stats import (
     two_proportion_test,
     welch_test,
 )
+from service.analysis.stats.proportions import DIFFERENCE
 from service.flags.definitions import DEFAULT_RAMP_STEPS
 
 
@@ -53,7 +57,21 @@ class DecisionPolicy:
     correction: str = "holm"  # over goal metrics: holm, benjamini-hochberg or none
     max_several_arms_share: float = 0.01  # users seen in both arms, above which: unhealthy
     guardrails: tuple[GuardrailSpec, ...] = ()
-    sequential: bool = False  # decide on the always-valid mSPRT p-value (safe under peeking)
+    engine: str = "frequentist"  # one of ENGINES: what the primary metric is decided on
+    prior: GaussianPrior = field(default_factory=GaussianPrior)  # Bayesian: prior on the lift
+
+    @property
+    def sequential(self) -> bool:
+        """Decided on the always-valid mSPRT p-value (safe under peeking)."""
+        return self.engine == "sequential"
+
+
+# How the primary metric is decided; each keeps the false-positive rate at `alpha`.
+ENGINES = {
+    "frequentist": "fixed horizon: pooled z-test (CUPED-adjusted when there is a pre-period)",
+    "sequential": "mixture SPRT: always-valid p-value, safe to look at any time",
+    "bayesian": "Bayesian: chance to win beyond 1 - alpha/2 (gbstats effect test)",
+}
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,7 @@ class Evidence:
     users_in_several_arms: int = 0
     cuped: CupedResult | None = None  # the primary metric adjusted by its pre-period
     sequential: SequentialResult | None = None
+    bayesian: BayesianResult | None = None
     primary_p: float | None = None  # the decisive p-value, after the multiple-testing correction
     goals: tuple[GoalResult, ...] = ()
     guardrails: tuple[GuardrailResult, ...] = ()
@@ -178,12 +197,13 @@ def with_metrics(
     compared = ev.test is not None
     cuped = _cuped(primary, arms, policy.alpha) if compared else None
     sequential = _sequential(ev, policy) if policy.sequential and compared else None
+    bayesian = _bayesian(ev, policy) if policy.engine == "bayesian" and compared else None
     goal_effects = {
         metric: found
         for metric, moments in goals.items()
         if (found := _goal(moments, arms, policy.alpha)) is not None
     }
-    decisive = _decisive_p(ev, cuped, sequential)
+    decisive = _decisive_p(ev, cuped, sequential, bayesian)
     # The family: the primary metric first, then the further goals, corrected together.
     raw = [] if decisive is None else [decisive]
     raw += [_decisive_effect(*found).p_value for found in goal_effects.values()]
@@ -194,13 +214,15 @@ def with_metrics(
         users_in_several_arms=several,
         cuped=cuped,
         sequential=sequential,
+        bayesian=bayesian,
         primary_p=adjusted[0] if decisive is not None else None,
         goals=tuple(
             GoalResult(metric, effect, cup, p)
             for (metric, (effect, cup)), p in zip(goal_effects.items(), goal_p, strict=True)
         ),
         guardrails=tuple(
-            _guardrail(spec, guardrails.get(spec.name), arms) for spec in policy.guardrails
+            _guardrail(spec, guardrails.get(spec.name), arms, policy.alpha)
+            for spec in policy.guardrails
         ),
         alpha=policy.alpha,
     )
@@ -217,7 +239,9 @@ def _cuped(
         return None
     if sum(moments[arm].sum_x2 for arm in arms) == 0:
         return None  # no pre-exposure values: nothing to adjust by
-    result = cuped_test(moments[arms[0]], moments[arms[1]], alpha)
+    result = cuped_test(moments[arms[0]], moments[arms[1]], alpha, metric="converted")
+    # The per-user values are converted-or-not: the two-proportion test's estimand.
+    result = replace(result, effect=replace(result.effect, estimand=DIFFERENCE))
     # A "pre-period" that explains all of the metric's variance is a copy of the outcome, not
     # a covariate: it would leave nothing to compare, so decide on the unadjusted test.
     return None if result.variance_reduction >= DEGENERATE_REDUCTION else result
@@ -238,13 +262,29 @@ def _sequential(ev: Evidence, policy: DecisionPolicy) -> SequentialResult | None
     return sequential_test(test.difference, math.sqrt(variance), policy.alpha, tau**2)
 
 
+def _bayesian(ev: Evidence, policy: DecisionPolicy) -> BayesianResult | None:
+    assert ev.test is not None
+    if not ev.control.conversions or ev.control.conversions == ev.control.users:
+        return None  # no variance in control: the lift's posterior is undefined
+    return bayesian_proportions(
+        ev.control, ev.treatment, policy.alpha, policy.prior, policy.higher_is_better
+    )
+
+
 def _decisive_p(
-    ev: Evidence, cuped: CupedResult | None, sequential: SequentialResult | None
+    ev: Evidence,
+    cuped: CupedResult | None,
+    sequential: SequentialResult | None,
+    bayesian: BayesianResult | None = None,
 ) -> float | None:
-    """The primary metric's p-value the rule uses: mSPRT if sequential, else CUPED when there
-    is a pre-period, else the two-proportion test."""
+    """The primary metric's p-value the rule uses: mSPRT if sequential; for the Bayesian engine
+    the posterior's two-sided tail `2 min(P(win), P(lose))` (below alpha exactly when the chance
+    to win passes 1 - alpha/2 either way); else CUPED when there is a pre-period, else the
+    two-proportion test. Every one of them is about the difference in conversion rate."""
     if sequential is not None:
         return sequential.p_value
+    if bayesian is not None:
+        return 2 * min(bayesian.chance_to_win, 1 - bayesian.chance_to_win)
     if cuped is not None:
         return cuped.effect.p_value
     return ev.test.p_value if ev.test is not None else None
@@ -266,14 +306,17 @@ def _decisive_effect(effect: EffectResult, cuped: CupedResult | None) -> EffectR
 
 
 def _guardrail(
-    spec: GuardrailSpec, moments: dict[str, MomentStats] | None, arms: tuple[str, str]
+    spec: GuardrailSpec,
+    moments: dict[str, MomentStats] | None,
+    arms: tuple[str, str],
+    alpha: float,
 ) -> GuardrailResult:
     control, treatment = (moments or {}).get(arms[0]), (moments or {}).get(arms[1])
     if control is None or treatment is None or min(control.n, treatment.n) < 2:
         return GuardrailResult(spec, None, None, "fewer than two users in an arm")
     if control.sum_x == 0 or treatment.sum_x == 0:
         return GuardrailResult(spec, None, None, "no requests measured in an arm")
-    effect = ratio_test(control, treatment, metric=spec.name)
+    effect = ratio_test(control, treatment, alpha, metric=spec.name)
     test = non_inferiority(
         effect, spec.margin, relative=spec.relative, higher_is_better=spec.higher_is_better
     )

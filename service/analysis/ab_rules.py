@@ -203,6 +203,8 @@ RULES: tuple[Rule, ...] = (
 
 def _primary_better(ev: Evidence, policy: DecisionPolicy) -> bool:
     assert ev.test is not None
+    if ev.bayesian is not None:
+        return ev.bayesian.chance_to_win > 0.5  # already oriented by higher_is_better
     difference = ev.test.difference
     if ev.sequential is None and ev.cuped is not None:
         difference = ev.cuped.effect.difference
@@ -212,6 +214,14 @@ def _primary_better(ev: Evidence, policy: DecisionPolicy) -> bool:
 def _decided_by(ev: Evidence) -> str:
     if ev.sequential is not None:
         return f"; decided on the always-valid mSPRT p = {ev.primary_p:.3g}"
+    if ev.bayesian is not None:
+        b = ev.bayesian
+        return (
+            f"; decided by the Bayesian engine: chance to win {b.chance_to_win:.1%} "
+            f"(needs beyond {1 - ev.alpha / 2:.1%} either way), relative lift {b.expected:+.1%} "
+            f"({b.interval.level:.0%} credible interval {b.interval.low:+.1%} to "
+            f"{b.interval.high:+.1%})"
+        )
     if ev.cuped is not None:
         return (
             f"; decided on CUPED (variance reduced {ev.cuped.variance_reduction:.0%}), "
@@ -238,19 +248,15 @@ def _goal_words(goal: GoalResult) -> str:
 
 def _guardrail_words(g: GuardrailResult) -> str:
     spec = g.spec
-    margin = f"{spec.margin:.0%} relative" if spec.relative else f"{spec.margin:+.4g}"
     if g.test is None or g.effect is None:
+        margin = f"{spec.margin:.0%} of control" if spec.relative else f"{spec.margin:+.4g}"
         return f"{spec.name}: not measured ({g.missing}); margin {margin}"
-    e = g.effect
-    change = (
-        f"{e.relative_lift:+.1%}"
-        if spec.relative and e.relative_lift is not None
-        else f"{e.difference:+.4g}"
-    )
-    bound = g.test.bound
-    bound_words = f"{bound:+.1%}" if spec.relative and bound is not None else f"{bound:+.4g}"
+    e, test = g.effect, g.test
+    allowed = f"{test.null_value:+.4g}"
+    margin = f"{spec.margin:.0%} of control, {allowed}" if spec.relative else allowed
+    lift = f", {e.relative_lift:+.1%}" if e.relative_lift is not None else ""
     return (
-        f"{spec.name} {e.treatment_estimate:.4g} vs {e.control_estimate:.4g} ({change}; "
-        f"one-sided {1 - g.test.alpha:.0%} bound {bound_words}, margin {margin}): "
-        f"{g.test.outcome.replace('_', '-')}"
+        f"{spec.name} {e.treatment_estimate:.4g} vs {e.control_estimate:.4g} (difference "
+        f"{e.difference:+.4g}{lift}; one-sided {1 - test.alpha:.0%} bound {test.bound:+.4g}, "
+        f"margin {margin}): {test.outcome.replace('_', '-')}"
     )

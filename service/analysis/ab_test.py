@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from service.analysis.ab_checks import arm_rows, checks, summary_paragraph
 from service.analysis.ab_evidence import (
+    ENGINES,
     DecisionPolicy,
     GuardrailSpec,
     data_problems,
@@ -42,6 +43,8 @@ from service.analysis.queries import (
 )
 from service.analysis.stats import (
     ADJUSTMENT_NAMES,
+    SRM_THRESHOLD,
+    GaussianPrior,
     MomentStats,
 )
 from service.flags.definitions import DEFAULT_RAMP_STEPS
@@ -173,7 +176,9 @@ def analyse_ab(
         expected_weights=weights,
         current_step=params["current_step"],
         policy=policy,
-        primary_moments=metric_moments(engine, metric=metric, **query),
+        # Converted or not per user, before and after exposure: the very quantity the
+        # two-proportion test compares, so CUPED only narrows its interval.
+        primary_moments=metric_moments(engine, metric=metric, binary=True, **query),
         goal_moments={g: metric_moments(engine, metric=g, **query) for g in goals if g in known},
         guardrail_moments=guardrail_moments(engine, **query) if policy.guardrails else None,
     )
@@ -201,13 +206,34 @@ def _policy(params: dict[str, Any], problems: list[str]) -> DecisionPolicy:
     steps = _parsed(
         problems, "ramp_steps", lambda: parse_ramp_steps(params["ramp_steps"]), DEFAULT_RAMP_STEPS
     )
+    engine = "sequential" if params.get("sequential") else params.get("engine") or "frequentist"
+    if engine not in ENGINES:
+        problems.append(f"engine {engine!r} is not one of {sorted(ENGINES)}; used frequentist")
+        engine = "frequentist"
+    threshold = params.get("srm_threshold")
+    if threshold is None or not 0 < threshold <= 0.5:
+        problems.append(f"srm_threshold={threshold!r} must lie in (0, 0.5]; used {SRM_THRESHOLD}")
+        threshold = SRM_THRESHOLD
     return DecisionPolicy(
         alpha=alpha,
+        srm_threshold=threshold,
         ramp_steps=steps,
         correction=correction,
         guardrails=DEFAULT_GUARDRAILS if params["guardrails"] else (),
-        sequential=bool(params["sequential"]),
+        engine=engine,
+        prior=_prior(params, problems),
     )
+
+
+def _prior(params: dict[str, Any], problems: list[str]) -> GaussianPrior:
+    """The Bayesian prior on the relative lift: flat unless a positive variance is given."""
+    mean, variance = params.get("prior_mean"), params.get("prior_variance")
+    if variance is None:
+        return GaussianPrior()
+    if not variance > 0:
+        problems.append(f"prior_variance={variance!r} must be positive; used a flat prior")
+        return GaussianPrior()
+    return GaussianPrior(mean or 0.0, variance, proper=True)
 
 
 def _parsed(problems: list[str], name: str, parse: Callable[[], Any], default: Any) -> Any:

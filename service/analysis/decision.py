@@ -37,6 +37,7 @@ class Check:
     interval: tuple[float, float] | None
     passed: bool
     details: dict[str, Any] = field(default_factory=dict)
+    estimand: str | None = None  # the quantity `estimate`, `p_value` and `interval` are about
 
 
 @dataclass(frozen=True)

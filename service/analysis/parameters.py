@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.analysis.stats import SRM_THRESHOLD
 from service.flags.definitions import DEFAULT_RAMP_STEPS
 from service.store import PRIMARY_METRIC
 
@@ -71,6 +72,25 @@ AB_PARAMETERS: tuple[Parameter, ...] = (
     ),
     Parameter("guardrails", bool, True, "Error rate, fallback rate and latency guardrails."),
     Parameter("sequential", bool, False, "Decide on the always-valid mSPRT p-value."),
+    Parameter(
+        "engine",
+        str,
+        "frequentist",
+        "How the primary metric is decided (--sequential means sequential).",
+        choices=("frequentist", "sequential", "bayesian"),
+    ),
+    Parameter("prior_mean", float, None, "Bayesian: prior mean of the relative lift."),
+    Parameter(
+        "prior_variance", float, None, "Bayesian: prior variance (default: flat).", minimum=0
+    ),
+    Parameter(
+        "srm_threshold",
+        float,
+        SRM_THRESHOLD,
+        "Sample ratio mismatch alarm below this p-value.",
+        minimum=1e-9,
+        maximum=0.5,
+    ),
     Parameter("buckets", int, 20, "Points on the lift-over-time plot.", minimum=2, option=False),
     _EVENT_STORE,
 )

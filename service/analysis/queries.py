@@ -149,8 +149,13 @@ def metric_moments(
     arms: Sequence[str],
     metric: str,
     window: Window | None = None,
+    binary: bool = False,
 ) -> dict[str, MomentStats]:
     """Per arm: users, and sums of each user's metric total `y` and pre-exposure total `x`.
+
+    `binary=True` makes both per-user values "converted or not" (1 when some outcome of the
+    metric has a positive value, as `ab_sample` counts a conversion), so a CUPED test of the
+    primary metric tests the same quantity as the two-proportion test.
 
     `y` sums the values of the metric's outcomes joined to the user's exposures (as for
     conversions); `x` sums the user's outcomes of the same metric logged before their first
@@ -161,8 +166,11 @@ def metric_moments(
     exposed = _exposed(flag, arms, window or Window())
     user_arms = _arms_of_users(exposed)
     post, pre = _metric_values(exposed, user_arms, flag, metric)
-    y = sa.func.coalesce(post.c.y, 0.0)
-    x = sa.func.coalesce(pre.c.x, 0.0)
+    if binary:
+        y: Any = sa.case((post.c.y_max > 0, 1.0), else_=0.0)
+        x: Any = sa.case((pre.c.x_max > 0, 1.0), else_=0.0)
+    else:
+        y, x = sa.func.coalesce(post.c.y, 0.0), sa.func.coalesce(pre.c.x, 0.0)
     query = (
         sa.select(user_arms.c.arm, sa.func.count().label("n"), *_moment_columns(y, x))
         .select_from(
@@ -261,7 +269,11 @@ def _metric_values(
     )
     values = sa.union_all(by_request, by_user).subquery("metric_values")
     post = (
-        sa.select(values.c.user_id, sa.func.sum(values.c.value).label("y"))
+        sa.select(
+            values.c.user_id,
+            sa.func.sum(values.c.value).label("y"),
+            sa.func.max(values.c.value).label("y_max"),
+        )
         .group_by(values.c.user_id)
         .subquery("post")
     )
@@ -275,7 +287,11 @@ def _metric_values(
         .subquery("first_ever")
     )
     pre = (
-        sa.select(user_arms.c.user_id, sa.func.sum(o.value).label("x"))
+        sa.select(
+            user_arms.c.user_id,
+            sa.func.sum(o.value).label("x"),
+            sa.func.max(o.value).label("x_max"),
+        )
         .select_from(
             user_arms.join(first_ever, first_ever.c.user_id == user_arms.c.user_id).join(
                 outcomes, o.user_id == user_arms.c.user_id

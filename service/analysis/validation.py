@@ -73,19 +73,41 @@ def _auc_drop_z(ev: ValidationEvidence, policy: ValidationPolicy) -> tuple[float
 
 
 def _auc_vs_offline(ev: ValidationEvidence, policy: ValidationPolicy) -> list[Finding]:
+    """Live AUC far below the model card's; informational (no finding) when the labels are
+    affected by the model's own actions and the previous version was compared like with like."""
+    if card_is_informational(ev, policy):
+        return []
     found: list[Finding] = []
     for where, live, offline in _vs_card(ev, policy):
         if live.auc is not None and offline.get("auc") is not None:
             drop = float(offline["auc"]) - live.auc
             if drop > policy.auc_drop_vs_offline:
+                hint = (
+                    " (labels are affected by the model's own offers: pass the previous version "
+                    "to compare like with like)"
+                    if policy.labels_affected_by_treatment
+                    else ""
+                )
                 found.append(
                     (
                         "investigate",
                         f"{where}: live AUC {live.auc:.3f} is {drop:.3f} "
-                        f"below the model card's {offline['auc']:.3f}",
+                        f"below the model card's {offline['auc']:.3f}{hint}",
                     )
                 )
     return found
+
+
+def same_window_comparison(ev: ValidationEvidence, policy: ValidationPolicy) -> bool:
+    """Whether the previous version was scored in the same window with enough labels."""
+    prev = ev.previous_live
+    return prev is not None and prev.auc is not None and prev.rows >= policy.min_labelled
+
+
+def card_is_informational(ev: ValidationEvidence, policy: ValidationPolicy) -> bool:
+    """The offline card cannot judge live labels the model's own actions changed, when the
+    like-with-like comparison (the previous version, same window) is there to judge instead."""
+    return policy.labels_affected_by_treatment and same_window_comparison(ev, policy)
 
 
 def _vs_card(
@@ -110,6 +132,20 @@ def _calibration(ev: ValidationEvidence, policy: ValidationPolicy) -> list[Findi
         return []
     if live.calibration_error <= policy.max_calibration_error:
         return []
+    prev = ev.previous_live
+    if card_is_informational(ev, policy) and prev is not None:
+        # Offers move the labels away from the scores for every version alike: judge the
+        # calibration against the previous version's in the same window.
+        if live.calibration_error <= prev.calibration_error + policy.calibration_margin:
+            return []
+        return [
+            (
+                "investigate",
+                f"miscalibrated: expected calibration error {live.calibration_error:.3f}, "
+                f"worse than the previous version's {prev.calibration_error:.3f} by more than "
+                f"{policy.calibration_margin}",
+            )
+        ]
     return [
         (
             "investigate",
@@ -119,15 +155,25 @@ def _calibration(ev: ValidationEvidence, policy: ValidationPolicy) -> list[Findi
     ]
 
 
-def _drift(ev: ValidationEvidence, _policy: ValidationPolicy) -> list[Finding]:
+def drift_counts(d: DriftResult, policy: ValidationPolicy) -> bool:
+    """Significant drift that may trigger a finding: the PSI band, a significant two-sample
+    test at alpha, and enough live values for the PSI to mean something."""
+    return (
+        d.band == "significant"
+        and d.p_value < policy.alpha
+        and d.live_size >= policy.min_drift_sample
+    )
+
+
+def _drift(ev: ValidationEvidence, policy: ValidationPolicy) -> list[Finding]:
     return [
         (
             "investigate",
             f"drift in {d.feature}: PSI {d.psi:.2f} ({d.band}), "
-            f"{d.test_method} p = {d.p_value:.2g}",
+            f"{d.test_method} p = {d.p_value:.2g} on {d.live_size:,} live values",
         )
         for d in ev.drift
-        if d.band == "significant"
+        if drift_counts(d, policy)
     ]
 
 
@@ -253,7 +299,7 @@ def validation_checks(ev: ValidationEvidence, policy: ValidationPolicy) -> list[
     ]
     if ev.live is not None:
         checks += _performance_checks(ev, policy)
-    checks += [_drift_check(d) for d in ev.drift]
+    checks += [_drift_check(d, policy) for d in ev.drift]
     checks += [
         _check(
             f"shadow_{s.shadow_bento}",
@@ -296,6 +342,11 @@ def _performance_checks(ev: ValidationEvidence, policy: ValidationPolicy) -> lis
             {
                 "previous": prev.auc if prev else None,
                 "offline": offline.get("auc"),
+                # The card is the offline truth of unaffected labels; live labels follow the
+                # model's offers, so with a same-window previous version it only informs.
+                "offline_comparison": (
+                    "informational" if card_is_informational(ev, policy) else "judged"
+                ),
                 "rows": live.rows,
             },
         ),
@@ -340,7 +391,7 @@ def _performance_checks(ev: ValidationEvidence, policy: ValidationPolicy) -> lis
     return checks
 
 
-def _drift_check(d: DriftResult) -> Check:
+def _drift_check(d: DriftResult, policy: ValidationPolicy) -> Check:
     return Check(
         f"drift_{d.feature}",
         f"population stability index; {d.test_method}",
@@ -348,8 +399,15 @@ def _drift_check(d: DriftResult) -> Check:
         d.statistic,
         d.p_value,
         None,
-        d.band != "significant",
-        {"band": d.band, "reference_size": d.reference_size, "live_size": d.live_size},
+        not drift_counts(d, policy),
+        {
+            "band": d.band,
+            "reference_size": d.reference_size,
+            "live_size": d.live_size,
+            "min_live_size": policy.min_drift_sample,
+            "counts": d.live_size >= policy.min_drift_sample,
+        },
+        estimand=f"PSI of {d.feature}, live vs training",
     )
 
 

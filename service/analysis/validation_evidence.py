@@ -50,6 +50,14 @@ class ValidationPolicy:
     min_shadow_agreement: float = 0.9  # share of requests on the same side of 0.5
     min_labelled: int = 200  # fewer labelled requests: performance is not judged
     alpha: float = 0.05
+    # The label (1 - retained) is drawn after the model's own retention offers changed who
+    # churns, so live metrics cannot be held to the card's offline ones: the previous version,
+    # scored in the same window on the same kind of labels, is the comparison that decides.
+    labels_affected_by_treatment: bool = True
+    calibration_margin: float = 0.02  # worse than the previous version by more: investigate
+    # PSI of a small sample is large by chance (about (bins - 1) / n): below this many live
+    # values, drift is reported but triggers nothing.
+    min_drift_sample: int = 1_000
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -75,3 +77,35 @@ def debugging(ctx: click.Context) -> bool:
 def main(ctx: click.Context, debug: bool) -> None:
     """Roll out model versions behind Unleash flags."""
     ctx.ensure_object(dict)["debug"] = debug
+
+
+@contextmanager
+def flag_home(
+    ctx: click.Context, flag: str, url: str | None, token_env: str | None = None
+) -> Iterator[Any]:
+    """(definition, location, store) for FLAG, in server or embedded mode."""
+    from service.flags.audit import AuditStore
+    from service.flags.state import EmbeddedFlag, ServerFlag
+    from service.flags.unleash_admin import (
+        UnleashAdmin,
+        admin_from_environment,
+        token_from_environment,
+    )
+    from service.rollout.decisions import flag_definition
+    from service.store.events import create_engine
+
+    settings = settings_of(ctx)
+    definition, flag_set = flag_definition(flag, settings.flags_dir)
+    store = AuditStore(create_engine(settings.event_store_url))
+    server = url or os.environ.get("UNLEASH_ADMIN_URL") or os.environ.get("UNLEASH_URL")
+    if not server:
+        yield definition, EmbeddedFlag(definition, flag_set), store
+        return
+    token = token_from_environment(token_env) if token_env else None
+    admin = (
+        UnleashAdmin(server.rstrip("/").removesuffix("/api"), token)
+        if token
+        else admin_from_environment(server)
+    )
+    with admin:
+        yield definition, ServerFlag(admin, definition, flag_set), store

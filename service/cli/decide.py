@@ -13,14 +13,12 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from service.cli.base import main, progress, settings_of
+from service.cli.base import flag_home, main, progress, settings_of
 
 
 def _url_option(func: Any) -> Any:
@@ -31,38 +29,6 @@ def _url_option(func: Any) -> Any:
 
 def _actor(actor: str | None) -> str:
     return actor or os.environ.get("ROLLOUT_ACTOR") or getpass.getuser()
-
-
-@contextmanager
-def _flag_home(
-    ctx: click.Context, flag: str, url: str | None, token_env: str | None = None
-) -> Iterator[Any]:
-    """(definition, location, store) for FLAG, in server or embedded mode."""
-    from service.flags.audit import AuditStore
-    from service.flags.state import EmbeddedFlag, ServerFlag
-    from service.flags.unleash_admin import (
-        UnleashAdmin,
-        admin_from_environment,
-        token_from_environment,
-    )
-    from service.rollout.decisions import flag_definition
-    from service.store.events import create_engine
-
-    settings = settings_of(ctx)
-    definition, flag_set = flag_definition(flag, settings.flags_dir)
-    store = AuditStore(create_engine(settings.event_store_url))
-    server = url or os.environ.get("UNLEASH_ADMIN_URL") or os.environ.get("UNLEASH_URL")
-    if not server:
-        yield definition, EmbeddedFlag(definition, flag_set), store
-        return
-    token = token_from_environment(token_env) if token_env else None
-    admin = (
-        UnleashAdmin(server.rstrip("/").removesuffix("/api"), token)
-        if token
-        else admin_from_environment(server)
-    )
-    with admin:
-        yield definition, ServerFlag(admin, definition, flag_set), store
 
 
 def _notifier() -> Any:
@@ -96,12 +62,13 @@ def decide_apply(
     )
 
     decision = DecisionFile.load(decision_file)
-    with _flag_home(ctx, decision.flag, url) as (definition, location, store):
+    with flag_home(ctx, decision.flag, url) as (definition, location, store):
         chosen = plan_decision(
             decision, definition, location.read(), last_change(store, location, decision.flag)
         )
         if chosen is None:
-            click.echo(f"hold: {decision.flag} stays as it is ({'; '.join(decision.reasons)})")
+            why = "; ".join(decision.reasons) or "no change asked for"
+            click.echo(f"{decision.recommendation}: {decision.flag} stays as it is ({why})")
             return
         check_gates(chosen, settings_of(ctx))
         click.echo(("would " if dry_run else "") + chosen.describe() + f"  [{location.server}]")
@@ -119,6 +86,7 @@ def decide_apply(
                 Who(_actor(actor), "decide", evidence),
                 "; ".join(decision.reasons) or decision.recommendation,
                 notifier,
+                evidence_url=url,
             )
     _print_diff(file_diff)
 
@@ -154,7 +122,7 @@ def decide_approve(
     """Apply the promotion the guard proposed for FLAG (approval mode)."""
     from service.rollout.decisions import approve
 
-    with _flag_home(ctx, flag, url) as (definition, location, store), _notifier() as notifier:
+    with flag_home(ctx, flag, url) as (definition, location, store), _notifier() as notifier:
         chosen, file_diff = approve(
             definition, location, store, _actor(actor), notifier, dry_run, settings_of(ctx)
         )
@@ -185,7 +153,7 @@ def guard_run(ctx: click.Context, flag: str, interval: float, once: bool, url: s
     def report(**options: Any) -> Any:
         return run_ab_report(settings, progress=progress, **options)
 
-    home = _flag_home(ctx, flag, url, "ROLLOUT_GUARD_TOKEN")
+    home = flag_home(ctx, flag, url, "ROLLOUT_GUARD_TOKEN")
     with home as (definition, location, store), _notifier() as notifier:
         lease = FlagLease(store.engine, flag, seconds=interval)  # one guard acts per flag
         guard_ = Guard(
@@ -282,6 +250,6 @@ def guard_resume(ctx: click.Context, flag: str, actor: str | None, url: str | No
     """Let the guard act on FLAG again after a person's change paused it."""
     from service.rollout.guard import resume
 
-    with _flag_home(ctx, flag, url) as (_definition, location, store):
+    with flag_home(ctx, flag, url) as (_definition, location, store):
         resume(store, location.server, flag, _actor(actor), location.read())
     click.echo(f"resumed: the guard of {flag} takes the flag as it is now as its baseline")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from service.cli.base import main, progress, settings_of
@@ -41,10 +43,11 @@ def models_build(
 @click.pass_context
 def models_list(ctx: click.Context) -> None:
     """Every bento in the store: created, data, offline AUC, gate status, where it serves."""
-    from service.registry.bentos import serving_flags, stored_bentos
+    from service.registry.bentos import stored_bentos
     from service.registry.gates import gate_status
 
     settings = settings_of(ctx)
+    where = _serving(settings)
     header = ("TAG", "CREATED", "SNAPSHOT", "DATA", "AUC", "BRIER", "GATES", "SERVES")
     rows = [header]
     for bento in stored_bentos(settings):
@@ -58,7 +61,7 @@ def models_list(ctx: click.Context) -> None:
                 _metric(overall.get("auc")),
                 _metric(overall.get("brier")),
                 gate_status(bento),
-                "; ".join(serving_flags(bento.tag, settings.flags_dir)) or "-",
+                "; ".join(where(bento.tag)) or "-",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
@@ -66,6 +69,22 @@ def models_list(ctx: click.Context) -> None:
         click.echo(
             "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
         )
+
+
+def _serving(settings: Any) -> Any:
+    """tag -> where it serves: the live flags on the Unleash server in server mode (what users
+    get), flags/ in embedded mode."""
+    from service.flags.server_state import read_all_flags
+    from service.flags.unleash_admin import admin_from_environment
+    from service.registry.bentos import serving_flags, serving_in
+
+    if not settings.unleash_url:
+        return lambda tag: serving_flags(tag, settings.flags_dir)
+    with admin_from_environment(settings.unleash_url) as admin:
+        state = read_all_flags(admin)
+    docs = [doc for name in state.features if (doc := state.doc(name)) is not None]
+    progress(f"SERVES: the live flags on {state.url}")
+    return lambda tag: serving_in(tag, docs)
 
 
 def _metric(value: float | None) -> str:

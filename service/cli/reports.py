@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from service.analysis.parameters import AB_PARAMETERS, VALIDATION_PARAMETERS, Parameter
-from service.cli.base import main, progress, settings_of
+from service.cli.base import flag_home, main, progress, settings_of
 
 _WINDOW_HELP = (
     "START/END in ISO 8601 (either side may be empty), or a trailing duration such as "
@@ -88,8 +88,34 @@ def report_ab(ctx: click.Context, window: str | None, **options: Any) -> None:
     from service.analysis.reports import run_ab_report
 
     options.update(_window(window, options))
+    options.update(_from_the_flag(ctx, options["flag"]))
     result = run_ab_report(settings_of(ctx), progress=progress, **options)
     print_report(result)
+
+
+# What the flag itself says when the command line does not (a cron line gives only --flag).
+_FROM_THE_FLAG = ("current_step", "ramp_steps", "control", "treatment", "expected_split")
+
+
+def _from_the_flag(ctx: click.Context, flag: str) -> dict[str, Any]:
+    """The flag's step now, schedule, arms and split, read from its home (flags/ or Unleash)
+    for each option left at its default, so a decision always knows the step it was made at."""
+    from service.errors import UnknownFlag
+    from service.rollout.decisions import report_defaults
+
+    unset = [
+        name
+        for name in _FROM_THE_FLAG
+        if ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if not unset:
+        return {}
+    try:
+        with flag_home(ctx, flag, None) as (definition, location, _store):
+            found = report_defaults(definition, location.read())
+    except UnknownFlag:
+        return {}  # not in flags/: the report names what it cannot find
+    return {name: found[name] for name in unset if name in found}
 
 
 @report.command("validation")

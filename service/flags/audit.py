@@ -29,6 +29,7 @@ APPLY = "apply"  # source of a row written by `rollout flags apply`
 UNLEASH = "unleash"  # source of a row copied from Unleash's event log
 DECIDE = "decide"  # a person applying or approving a decision (`rollout decide`)
 GUARD = "guard"  # the rollout controller (`rollout guard`)
+ROLLBACK = "rollback"  # `rollout rollback`: the whole flag back on one bento
 # Actions of our own tools that left the flag in a recorded state (the drift baseline);
 # the guard's other rows (paused, pending-promotion, ...) record what it saw or waits for.
 STATE_ACTIONS = ("apply", "ramp", "rollback", "ship", "baseline")
@@ -180,7 +181,7 @@ class AuditStore:
         query = (
             sa.select(flag_audit.c.state)
             .where(flag_audit.c.server == server, flag_audit.c.flag == flag)
-            .where(flag_audit.c.source.in_((APPLY, DECIDE, GUARD)))
+            .where(flag_audit.c.source.in_((APPLY, DECIDE, GUARD, ROLLBACK)))
             .where(flag_audit.c.action.in_(STATE_ACTIONS))
             .order_by(flag_audit.c.ts.desc(), flag_audit.c.id.desc())
             .limit(1)

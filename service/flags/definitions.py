@@ -7,6 +7,7 @@ Unleash's wire format lives in `flags.client_features`; this module knows only o
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -102,6 +103,17 @@ class Guardrails:
     min_requests: int = 50  # per arm, before any guardrail can breach
 
 
+# Each guardrail's legal values: (low, high, in words, may be null to switch it off).
+GUARDRAIL_RANGES: dict[str, tuple[float, float, str, bool]] = {
+    "error_rate": (0.0, 1.0, "a rate difference in [0, 1]", True),
+    "fallback_rate": (0.0, 1.0, "a rate difference in [0, 1]", True),
+    "latency_p99_ratio": (0.0, math.inf, "a ratio >= 0", True),
+    "prediction_psi": (0.0, math.inf, "a PSI >= 0", True),
+    "alpha": (1e-9, 0.5, "a significance level in (0, 0.5]", False),
+    "min_requests": (1, math.inf, "a whole number >= 1", False),
+}
+
+
 @dataclass(frozen=True)
 class RampSchedule:
     """The `ramp:` section: which strategy carries the canary, and the steps it climbs.
@@ -162,7 +174,8 @@ class FlagSet:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float: YAML's `.nan` and `.inf` are floats no limit can be checked with."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -402,6 +415,8 @@ class _FlagReader:
             key: self.positive(raw, key, default)
             for key, default in (("bake_seconds", 600.0), ("min_users", 200))
         }
+        if numbers["min_users"] != int(numbers["min_users"]):
+            self.problem("ramp.min_users", f"must be a whole number, not {raw['min_users']!r}")
         approval = raw.get("approval", False)
         if not isinstance(approval, bool):
             self.problem("ramp.approval", f"must be true or false, not {approval!r}")
@@ -441,13 +456,19 @@ class _FlagReader:
             return Guardrails()
         known = {f.name for f in fields(Guardrails)}
         self.unknown_keys(raw, known, "ramp.guardrails.")
-        values = {}
-        for key in known & set(raw):
+        values: dict[str, Any] = {}
+        for key in sorted(known & set(raw)):
             value = raw[key]
-            if value is not None and (not _is_number(value) or value < 0):
-                self.problem(
-                    f"ramp.guardrails.{key}", f"must be a number >= 0 or null, not {value!r}"
-                )
+            low, high, words, nullable = GUARDRAIL_RANGES.get(
+                key, (0.0, math.inf, "a number >= 0", True)
+            )
+            if value is None and nullable:
+                values[key] = value  # null: this guardrail is not checked
+                continue
+            whole = key == "min_requests" and _is_number(value) and value != int(value)
+            if not _is_number(value) or not low <= value <= high or whole:
+                off = " or null" if nullable else ""
+                self.problem(f"ramp.guardrails.{key}", f"must be {words}{off}, not {value!r}")
             else:
                 values[key] = int(value) if key == "min_requests" else value
         return Guardrails(**values)
@@ -643,9 +664,9 @@ class _FlagReader:
                     f"{at}.variants.{name}",
                     f"unknown variant (the flag declares: {', '.join(variants)})",
                 )
-            elif not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
+            elif not _is_number(weight) or not 0 <= weight <= 100:
                 self.problem(
-                    f"{at}.variants.{name}", f"weight must be a percentage, not {weight!r}"
+                    f"{at}.variants.{name}", f"weight must be a percentage 0-100, not {weight!r}"
                 )
             elif round(weight * 10) != weight * 10:
                 self.problem(f"{at}.variants.{name}", "weights have at most one decimal place")

@@ -38,8 +38,11 @@ class Move:
     doc: Doc
     changes: tuple[str, ...]  # in words, e.g. "development strategy ab-test: rollout 80 -> 100"
     bento: str = ""  # the treatment's bento: who gets more (or no) traffic
+    everyone_on: str = ""  # a rollback of the whole flag: the one bento everyone gets
 
     def describe(self) -> str:
+        if self.everyone_on:
+            return f"{self.action} {self.flag}: everyone on {self.everyone_on}"
         return f"{self.action} {self.flag}: {_pct(self.from_step)} -> {_pct(self.to_step)}"
 
 
@@ -63,6 +66,23 @@ def current_step(doc: Doc, schedule: RampSchedule) -> float:
     strategy = ramp_strategy(doc, schedule)
     weight = float(strategy.get("variants", {}).get(schedule.treatment, 0))
     return round(float(strategy.get("rollout", 100)) * weight / 100, 6)
+
+
+def expected_split(doc: Doc, schedule: RampSchedule, step: float) -> str | None:
+    """`control:treatment` shares for the SRM check, when the flag makes them knowable."""
+    if schedule.control == "default":
+        env = doc["environments"][schedule.environment]
+        if len(env["strategies"]) != 1 or env["strategies"][0].get("constraints"):
+            return None  # other strategies take an unknown share of the users
+        control = 100 - step
+    else:
+        strategy = next(
+            x
+            for x in doc["environments"][schedule.environment]["strategies"]
+            if x["name"] == schedule.strategy
+        )
+        control = strategy.get("rollout", 100) * strategy["variants"].get(schedule.control, 0) / 100
+    return f"{control:g}:{step:g}" if control > 0 and step > 0 else None
 
 
 def next_step(step: float, schedule: RampSchedule) -> float | None:
@@ -100,6 +120,24 @@ def move(doc: Doc, schedule: RampSchedule, action: str, to_step: float | None = 
     reported = 100.0 if action == "ship" else target
     bento = str(doc.get("variants", {}).get(schedule.treatment, ""))
     return Move(action, str(doc.get("flag")), step, reported, new, tuple(changes), bento)
+
+
+def retarget(doc: Doc, target: str) -> Move:
+    """The whole flag back on `target`: its default and every variant serve it; shadows,
+    strategies and weights stay as they are (a rollback of a version that is the default)."""
+    new = copy.deepcopy(doc)
+    changes = []
+    if doc.get("default") != target:
+        new["default"] = target
+        changes.append(f"default: {doc.get('default')} -> {target}")
+    for name, tag in (doc.get("variants") or {}).items():
+        if tag != target:
+            new["variants"][name] = target
+            changes.append(f"variant {name}: {tag} -> {target}")
+    if not changes:
+        raise RampError(f"flag {doc.get('flag')} serves only {target}: nothing to roll back")
+    flag = str(doc.get("flag"))
+    return Move("rollback", flag, 0.0, 0.0, new, tuple(changes), target, everyone_on=target)
 
 
 def _required_next(step: float, schedule: RampSchedule, doc: Doc) -> float:

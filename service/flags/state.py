@@ -143,13 +143,17 @@ class ServerFlag:
 
 
 def edit_flag_file(path: Path, move: Move) -> str:
-    """Set the default and the ramp strategy's rollout and weights in `path`; return the diff.
+    """Set the default, the variants' bentos and the strategies' rollout and weights in `path`;
+    return the diff.
 
     Only those keys change; the file is replaced atomically (`flags.flag_files`).
     """
 
     def change(data: CommentedMap) -> None:
         data["default"] = move.doc["default"]
+        for name, tag in (move.doc.get("variants") or {}).items():
+            if (data.get("variants") or {}).get(name, tag) != tag:
+                data["variants"][name] = tag
         for env_name, env in move.doc["environments"].items():
             environments = data.get("environments") or {}
             strategies = environments.get(env_name, {}).get("strategies") or []

@@ -8,6 +8,7 @@ removes a version so that no half-built or failed bento stays behind.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 
 from service.config import Settings
 from service.flags.definitions import load_flags
+from service.flags.documents import Doc, flag_doc
 from service.registry.versions import UnknownBento, VersionSpec
 
 
@@ -116,20 +118,38 @@ def stored_bentos(settings: Settings) -> list[StoredBento]:
 
 
 def serving_flags(tag: str, flags_dir: Path) -> list[str]:
-    """Where `tag` serves now, per flags/: `flag/environment (default, canary)` entries.
+    """Where `tag` serves according to flags/ (embedded mode; see `serving_in`)."""
+    flag_set = load_flags(flags_dir)
+    docs = []
+    for flag in flag_set.flags.values():
+        doc = flag_doc(flag)
+        # flag_doc lists both environments; only those the file declares are the flag's.
+        docs.append({**doc, "environments": {
+            name: env for name, env in doc["environments"].items() if name in flag.environments
+        }})  # fmt: skip
+    return serving_in(tag, docs)
+
+
+def serving_in(tag: str, docs: Iterable[Doc]) -> list[str]:
+    """Where `tag` serves in these flag documents (from flags/ or read live from Unleash):
+    `flag/environment (default, canary)` entries.
 
     The default serves in every environment (flag off or no match); a variant serves where an
     enabled environment's strategy gives it weight.
     """
-
     found = []
-    for flag in load_flags(flags_dir).flags.values():
-        for env in flag.environments.values():
-            roles = ["default"] if flag.default_bento == tag else []
+    for doc in docs:
+        variants = doc.get("variants") or {}
+        for name, env in (doc.get("environments") or {}).items():
+            roles = ["default"] if doc.get("default") == tag else []
             weighted = {
-                v for s in env.strategies if env.enabled for v, w in s.variants.items() if w
+                v
+                for s in env.get("strategies") or []
+                if env.get("enabled")
+                for v, w in (s.get("variants") or {}).items()
+                if w
             }
-            roles += sorted(v for v in weighted if flag.variants.get(v) == tag)
+            roles += sorted(v for v in weighted if variants.get(v) == tag)
             if roles:
-                found.append(f"{flag.name}/{env.name} ({', '.join(roles)})")
+                found.append(f"{doc.get('flag')}/{name} ({', '.join(roles)})")
     return found

@@ -2,9 +2,14 @@
 
 A report's `decision.json` is checked against the flag before anything is written: it must be
 for this flag, name arms the flag has, be newer than the flag's last change and have been made
-at the step the flag is at now. Then the move (service.flags.ramp) is written to the flag's home
-(service.flags.state), flags/ is edited to match, the audit table records who, what, why and
-the evidence, and the webhook hears about it. `hold` changes nothing.
+at the step the flag is at now (a ramp only ever climbs). Then the move (service.flags.ramp) is
+written to the flag's home (service.flags.state), flags/ is edited to match, the flag's evidence
+link points at the report, the audit table records who, what, why and the evidence, and the
+webhook hears about it. `hold`, `keep` and `investigate` change nothing.
+
+A validation decision (kind `validation`) is about one bento: its `rollback` takes the ramp's
+treatment to 0% when that bento is the canary, and otherwise puts the whole flag back on the
+version it replaced (`previous`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ from service.config import Settings
 from service.errors import RolloutError, UnknownFlag
 from service.flags.audit import DECIDE, STATE_ACTIONS, AuditStore
 from service.flags.definitions import FlagDefinition, FlagSet, RampSchedule, load_flags
-from service.flags.ramp import Doc, Move, current_step, move
+from service.flags.ramp import (
+    Doc,
+    Move,
+    current_step,
+    expected_split,
+    move,
+    retarget,
+    treatment_bento,
+)
 from service.flags.state import FlagLocation
 from service.flags.unleash_admin import UnleashAdmin
 from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
@@ -57,6 +70,8 @@ class DecisionFile:
     generated_at: float  # epoch seconds
     reasons: tuple[str, ...] = ()
     summary: str = ""
+    bento: str | None = None  # validation: the version under validation (role `live`)
+    previous: str | None = None  # validation: the version it replaced (role `previous`)
 
     @classmethod
     def load(cls, path: Path) -> DecisionFile:
@@ -87,7 +102,8 @@ class DecisionFile:
             generated = datetime.fromisoformat(need("generated_at", str).replace("Z", "+00:00"))
         except ValueError as exc:
             raise DecisionRefused(f"{path}: field 'generated_at' is not an ISO time") from exc
-        arms = raw.get("arms") or []
+        arms = [a for a in raw.get("arms") or [] if isinstance(a, dict)]
+        roles = {str(a.get("role")): str(a.get("variant")) for a in arms}
         return cls(
             path=path,
             flag=need("flag", str),
@@ -95,10 +111,12 @@ class DecisionFile:
             recommendation=recommendation,
             current_step=_number_or_none(raw, "current_step", path),
             next_step=_number_or_none(raw, "next_step", path),
-            arms=tuple(str(a.get("variant")) for a in arms if isinstance(a, dict)),
+            arms=tuple(str(a.get("variant")) for a in arms),
             generated_at=generated.timestamp(),
             reasons=tuple(str(r) for r in raw.get("reasons") or []),
             summary=str(raw.get("summary") or ""),
+            bento=roles.get("live"),
+            previous=roles.get("previous"),
         )
 
 
@@ -157,12 +175,19 @@ def _changes_flag(event_type: str) -> bool:
 def plan_decision(
     decision: DecisionFile, definition: FlagDefinition, doc: Doc, changed_at: float
 ) -> Move | None:
-    """The move `decision` asks of the flag now in state `doc`; None for a hold."""
-    schedule = schedule_of(definition)
+    """The move `decision` asks of the flag now in state `doc`; None when it asks for none
+    (hold, keep, investigate). DecisionRefused, before any write, when it may not be applied."""
     if decision.flag != definition.name:
         raise DecisionRefused(
             f"{decision.path} is for flag '{decision.flag}', not '{definition.name}'"
         )
+    action = MOVES.get(decision.recommendation)
+    if action is None:
+        return None
+    _check_fresh(decision, changed_at)
+    if decision.kind == "validation":
+        return _validation_rollback(decision, definition, doc)
+    schedule = schedule_of(definition)
     known = {"default", *definition.variants}
     unknown = [arm for arm in decision.arms if arm not in known]
     if unknown:
@@ -170,41 +195,101 @@ def plan_decision(
             f"{decision.path} compares arms the flag does not have: {', '.join(unknown)} "
             f"(flag {definition.name} has {', '.join(sorted(known))})"
         )
-    # Decisions record whole seconds: one made in the second of the change is not stale.
-    if decision.generated_at < int(changed_at):
-        raise DecisionRefused(
-            f"{decision.path} is stale: made at {_iso(decision.generated_at)}, but the flag "
-            f"changed at {_iso(changed_at)}; run the report again"
-        )
     step = current_step(doc, schedule)
-    if decision.current_step is not None and abs(decision.current_step - step) > STEP_TOLERANCE:
-        raise DecisionRefused(
-            f"{decision.path} was made at step {decision.current_step:g}%, but the flag serves "
-            f"the treatment to {step:g}% now; run the report again"
-        )
-    action = MOVES.get(decision.recommendation)
-    if action is None:
-        return None
+    _check_step(decision, step, action)
     to_step = decision.next_step if action == "ramp" else None
     if to_step is not None and to_step not in schedule.steps:
         raise DecisionRefused(
             f"{decision.path}: next step {to_step:g}% is not in the flag's ramp schedule "
             f"({', '.join(f'{s:g}' for s in schedule.steps)})"
         )
+    if to_step is not None and to_step <= step + STEP_TOLERANCE:
+        raise DecisionRefused(
+            f"{decision.path} asks to ramp to {to_step:g}%, but the flag serves the treatment "
+            f"to {step:g}% already: a ramp never lowers a step; run the report again"
+        )
     return move(doc, schedule, action, to_step)
+
+
+def _check_fresh(decision: DecisionFile, changed_at: float) -> None:
+    # Decisions record whole seconds: one made in the second of the change is not stale.
+    if decision.generated_at < int(changed_at):
+        raise DecisionRefused(
+            f"{decision.path} is stale: made at {_iso(decision.generated_at)}, but the flag "
+            f"changed at {_iso(changed_at)}; run the report again"
+        )
+
+
+def _check_step(decision: DecisionFile, step: float, action: str) -> None:
+    """A decision applies only at the step it was made at; a climb needs to know that step."""
+    if decision.current_step is None:
+        if action == "rollback":
+            return  # sending no traffic to the treatment is right from any step
+        raise DecisionRefused(
+            f"{decision.path} was made without knowing the flag's step, so it cannot say where "
+            f"to {action} from (the flag is at {step:g}%); run the report again"
+        )
+    if abs(decision.current_step - step) > STEP_TOLERANCE:
+        raise DecisionRefused(
+            f"{decision.path} was made at step {decision.current_step:g}%, but the flag serves "
+            f"the treatment to {step:g}% now; run the report again"
+        )
+
+
+def _validation_rollback(decision: DecisionFile, definition: FlagDefinition, doc: Doc) -> Move:
+    """A validation's rollback: the canary to 0% when the bento is the ramp's treatment there,
+    else everyone back on the version it replaced."""
+    bento = decision.bento
+    if bento is None or bento not in {doc.get("default"), *(doc.get("variants") or {}).values()}:
+        raise DecisionRefused(
+            f"{decision.path} validated {bento or 'no bento'}, which flag {definition.name} "
+            "does not serve now; nothing to roll back"
+        )
+    schedule = definition.ramp
+    if (
+        schedule is not None
+        and doc.get("default") != bento
+        and treatment_bento(doc, schedule) == bento
+        and current_step(doc, schedule) > 0
+    ):
+        return move(doc, schedule, "rollback")
+    if not decision.previous or decision.previous == bento:
+        raise DecisionRefused(
+            f"{decision.path} names no previous version to go back to from {bento}; "
+            "use `rollout rollback " + definition.name + " --to <tag>`"
+        )
+    return retarget(doc, decision.previous)
+
+
+def report_defaults(definition: FlagDefinition, doc: Doc) -> dict[str, Any]:
+    """What an A/B report of the flag should assume when not told: the flag's ramp step now,
+    its schedule, its arms and the split between them (empty without a ramp section)."""
+    schedule = definition.ramp
+    if schedule is None:
+        return {}
+    step = current_step(doc, schedule)
+    return {
+        "current_step": step,
+        "ramp_steps": ",".join(f"{s:g}" for s in schedule.steps),
+        "control": schedule.control,
+        "treatment": schedule.treatment,
+        "expected_split": expected_split(doc, schedule, step),
+    }
 
 
 def check_gates(chosen: Move, settings: Settings) -> None:
     """A ramp or ship sends more users to the treatment: its bento must have passed its gates.
 
-    A bento this machine never built says nothing about its gates (as for `flags apply`).
+    A bento this machine never built says nothing about its gates (as for `flags apply`). A
+    rollback of the whole flag sends everyone to one bento, which is held to the same rule.
     """
-    if chosen.action == "rollback":
+    if chosen.action == "rollback" and not chosen.everyone_on:
         return
-    gate = failed_gates([chosen.bento], settings).get(chosen.bento)
+    bento = chosen.everyone_on or chosen.bento
+    gate = failed_gates([bento], settings).get(bento)
     if gate and gate not in (NOT_BUILT, NOT_GATED):
         raise DecisionRefused(
-            f"{chosen.bento} failed its quality gate '{gate}' and may not get more traffic"
+            f"{bento} failed its quality gate '{gate}' and may not get more traffic"
         )
 
 

@@ -33,7 +33,7 @@ from service.errors import RolloutError
 from service.flags.audit import GUARD, STATE_ACTIONS, AuditStore, Recorded
 from service.flags.definitions import FlagDefinition, RampSchedule
 from service.flags.documents import diff
-from service.flags.ramp import Doc, current_step, move
+from service.flags.ramp import Doc, current_step, expected_split, move
 from service.flags.state import FlagLocation, same_doc
 from service.rollout.decisions import (
     APPROVED,
@@ -302,23 +302,6 @@ class Guard:
             wait = interval * 2 ** min(self.failures, 10) if self.failures else interval
             wait = self.lease.wait(wait) if self.lease is not None else wait
             stop.wait(min(wait, max(MAX_BACKOFF, interval)))
-
-
-def expected_split(doc: Doc, schedule: RampSchedule, step: float) -> str | None:
-    """control:treatment shares for the SRM check, when the flag makes them knowable."""
-    if schedule.control == "default":
-        env = doc["environments"][schedule.environment]
-        if len(env["strategies"]) != 1 or env["strategies"][0].get("constraints"):
-            return None  # other strategies take an unknown share of the users
-        control = 100 - step
-    else:
-        strategy = next(
-            x
-            for x in doc["environments"][schedule.environment]["strategies"]
-            if x["name"] == schedule.strategy
-        )
-        control = strategy.get("rollout", 100) * strategy["variants"].get(schedule.control, 0) / 100
-    return f"{control:g}:{step:g}" if control > 0 and step > 0 else None
 
 
 def resume(store: AuditStore, server: str, flag: str, actor: str, doc: Doc) -> None:

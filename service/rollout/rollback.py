@@ -22,12 +22,20 @@ from pathlib import Path
 from typing import Any, cast
 
 from service.config import Settings
-from service.errors import ConfigError, RolloutError, UnknownFlag, UnleashAdminError
+from service.errors import (
+    ConfigError,
+    FlagDefinitionError,
+    RolloutError,
+    UnknownFlag,
+    UnleashAdminError,
+)
 from service.files import write_atomically
 from service.flags import flag_files
-from service.flags.audit import AuditStore
-from service.flags.client_features import DEFAULT_VARIANT, default_variant
+from service.flags.audit import ROLLBACK, AuditStore
+from service.flags.client_features import DEFAULT_VARIANT, SHADOW_PREFIX, default_variant
 from service.flags.definitions import FlagDefinition, load_flags
+from service.flags.documents import flag_doc
+from service.flags.server_state import read_server
 from service.flags.unleash_admin import Strategy, UnleashAdmin, Variant, token_from_environment
 from service.registry.gates import failed_gates
 from service.registry.versions import UnknownBento, declared_bentos
@@ -161,7 +169,8 @@ def rollback_embedded(
     done = Rollback(flag, target, "embedded", before, reason, changes, actor)
     if not dry_run and new_text != text:
         write_atomically(path, new_text)
-        record(done, settings)
+        after = flag_file(flag, settings)[0]
+        record(done, settings, state=flag_doc(after))  # the flag as it serves now
     return done, diff
 
 
@@ -205,15 +214,33 @@ def served_on_server(admin: UnleashAdmin, flag: str) -> dict[str, list[str]]:
 
 
 def rollback_server(
-    flag: str, settings: Settings, admin: UnleashAdmin, to: str | None = None, actor: str = ""
-) -> Rollback:
-    """Point the flag's default variant and every strategy variant at the target, per env."""
+    flag: str,
+    settings: Settings,
+    admin: UnleashAdmin,
+    to: str | None = None,
+    dry_run: bool = False,
+    actor: str = "",
+) -> tuple[Rollback, str]:
+    """Point the flag's default variant and every strategy variant at the target, per env;
+    shadows stay. When flags/ defines the flag, its file is edited to match (the diff is
+    returned) and the audit row records the server's document after, so `rollout flags plan`
+    sees no drift. With `dry_run` nothing is written and the changes are only listed."""
     before = served_on_server(admin, flag)
     if not before:
         raise UnknownFlag(f"flag '{flag}' carries no bento on {admin.url}")
     default = _server_default(admin, flag, before)
     target = choose_target(_flattened(before), settings, to, default)
     saved = {env: _environment_state(admin, flag, env) for env in before}
+    file_text, diff = _flags_file_change(flag, settings, target)
+    reason = _reason(to, target, default)
+    if dry_run:
+        planned_changes = [
+            c for env in before for c in _retarget_environment(admin, flag, env, target, False)
+        ]
+        planned = Rollback(
+            flag, target, "server (dry run)", {"environments": before}, reason, planned_changes
+        )
+        return planned, diff
     changes: list[str] = []
     try:
         for env in before:
@@ -223,10 +250,30 @@ def rollback_server(
         for env, (strategies, variants) in saved.items():
             _restore_environment(admin, flag, env, strategies, variants)
         raise
-    reason = _reason(to, target, default)
+    if file_text is not None:
+        path, new_text = file_text
+        write_atomically(path, new_text)
+        changes.append(f"{path}: default and variants -> {target} (commit it)")
     done = Rollback(flag, target, "server", {"environments": before}, reason, changes, actor)
-    record(done, settings)
-    return done
+    record(done, settings, state=read_server(admin, [flag]).doc(flag), server=admin.url)
+    return done, diff
+
+
+def _flags_file_change(
+    flag: str, settings: Settings, target: str
+) -> tuple[tuple[Path, str] | None, str]:
+    """flags/<flag>.yaml rewritten for the rollback and its diff; (None, "") when flags/ does
+    not define the flag (a flag made in the Unleash UI)."""
+    try:
+        _definition, path = flag_file(flag, settings)
+    except (UnknownFlag, FlagDefinitionError):
+        return None, ""
+    text = path.read_text(encoding="utf-8")
+    new_text = rewritten_flag(text, target)
+    diff = "".join(
+        difflib.unified_diff(text.splitlines(True), new_text.splitlines(True), str(path), str(path))
+    )
+    return ((path, new_text) if new_text != text else None), diff
 
 
 def _server_default(admin: UnleashAdmin, flag: str, envs: Iterable[str]) -> str | None:
@@ -250,14 +297,29 @@ def _environment_state(
     return admin.list_strategies(PROJECT, flag, env), admin.get_feature_variants(PROJECT, flag, env)
 
 
-def _retarget_environment(admin: UnleashAdmin, flag: str, env: str, target: str) -> list[str]:
+def _retarget_environment(
+    admin: UnleashAdmin, flag: str, env: str, target: str, write: bool = True
+) -> list[str]:
+    """Every strategy variant and the flag's default in `env` on `target` (shadow variants
+    stay); the changes in words. `write=False` only lists them (a dry run)."""
     changes = []
     for strategy in admin.list_strategies(PROJECT, flag, env):
-        if strategy.get("variants"):
-            admin.update_strategy(PROJECT, flag, env, strategy["id"], _retarget(strategy, target))
+        tags = {v.get("payload", {}).get("value") for v in strategy.get("variants", [])}
+        if strategy.get("variants") and tags != {target}:
+            if write:
+                admin.update_strategy(
+                    PROJECT, flag, env, strategy["id"], _retarget(strategy, target)
+                )
             changes.append(f"{env}: strategy {strategy.get('title') or strategy['id']} -> {target}")
-    admin.set_feature_variants(PROJECT, flag, env, [cast(Variant, default_variant(target))])
-    changes.append(f"{env}: {DEFAULT_VARIANT} -> {target}")
+    variants = admin.get_feature_variants(PROJECT, flag, env)
+    shadows = [v for v in variants if str(v.get("name", "")).startswith(SHADOW_PREFIX)]
+    current = [v for v in variants if v.get("name") == DEFAULT_VARIANT]
+    if [v.get("payload", {}).get("value") for v in current] != [target]:
+        if write:
+            admin.set_feature_variants(
+                PROJECT, flag, env, [cast(Variant, default_variant(target)), *shadows]
+            )
+        changes.append(f"{env}: {DEFAULT_VARIANT} -> {target}")
     return changes
 
 
@@ -279,14 +341,19 @@ def _retarget(strategy: Strategy, target: str) -> Strategy:
 # ---------------------------------------------------------------- audit
 
 
-def record(rollback: Rollback, settings: Settings) -> Path:
+def record(
+    rollback: Rollback,
+    settings: Settings,
+    state: dict[str, Any] | None = None,
+    server: str | None = None,
+) -> Path:
     """Record the rollback: one row in the flag audit table, one line in the JSONL trail.
 
     The table (service.flags.audit, in the event store) puts it next to every other flag change in
     `rollout audit <flag>`; the JSONL file keeps the full before/after even without a database.
     """
     entry = rollback.audit_record()
-    _record_in_audit_table(entry, settings)
+    _record_in_audit_table(entry, settings, state, server)
     path = settings.data_dir / AUDIT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as out:
@@ -294,18 +361,21 @@ def record(rollback: Rollback, settings: Settings) -> Path:
     return path
 
 
-def _record_in_audit_table(entry: dict[str, Any], settings: Settings) -> None:
+def _record_in_audit_table(
+    entry: dict[str, Any], settings: Settings, state: dict[str, Any] | None, server: str | None
+) -> None:
     engine = create_engine(settings.event_store_url)
     try:
         AuditStore(engine).record(
-            settings.unleash_url or "embedded",
+            server or settings.unleash_url or "embedded",
             entry["flag"],
-            source="rollback",
+            source=ROLLBACK,
             actor=entry["actor"],
             action="rollback",
             what="\n".join(entry["changes"]) or f"-> {entry['target']}",
             why=entry["reason"],
-            state={"before": entry["before"], "target": entry["target"]},
+            # The flag's document after the change (server mode): `flags plan`'s baseline.
+            state=state or {"before": entry["before"], "target": entry["target"]},
         )
     finally:
         engine.dispose()
@@ -314,16 +384,11 @@ def _record_in_audit_table(entry: dict[str, Any], settings: Settings) -> None:
 def rollback(
     flag: str, settings: Settings, to: str | None = None, dry_run: bool = False, actor: str = ""
 ) -> tuple[Rollback, str]:
-    """Embedded or server mode, as the settings say; returns the rollback and a diff (embedded).
+    """Embedded or server mode, as the settings say; returns the rollback and the flags/ diff.
 
     `actor` is who the audit names (default: the login name running this).
     """
     if not settings.unleash_url:
         return rollback_embedded(flag, settings, to, dry_run, actor)
     with UnleashAdmin(settings.unleash_url, admin_token()) as admin:
-        if dry_run:
-            before = served_on_server(admin, flag)
-            default = _server_default(admin, flag, before)
-            target = choose_target(_flattened(before), settings, to, default)
-            return Rollback(flag, target, "server (dry run)", {"environments": before}, ""), ""
-        return rollback_server(flag, settings, admin, to, actor), ""
+        return rollback_server(flag, settings, admin, to, dry_run, actor)

@@ -374,6 +374,9 @@ def test_a_persons_change_pauses_the_guard_and_decide_apply_changes_server_and_f
     server_strategy = unleash_admin.list_strategies("default", flag, "development")[0]
     assert server_strategy["parameters"]["rollout"] == "0"
     assert "rollout: 0" in (folder / f"{flag}.yaml").read_text()
+    # issue 13: the applied decision links its evidence on the flag (it was computed and dropped)
+    links = {link.title: link.url for link in unleash_admin.feature_links("default", flag)}
+    assert links.get("rollout: evidence of the last change") == good.resolve().as_uri(), links
 
     plan = cli("flags", "plan", "--dir", str(folder))
     assert plan.exit_code == 0, plan.output

@@ -141,3 +141,75 @@ def test_rolling_back_to_an_unknown_bento_changes_nothing(
     assert result.exit_code == 1
     assert "error: unknown bento churn:v9; declared: churn:v1, churn:v2" in result.output
     assert served(unleash_admin, mid_rollout_flag) == before
+
+
+FLAG_FILE = """\
+# A/B of churn:v2 against churn:v1, with churn:v2 also shadowing.
+flag: {name}
+default: churn:v2              # already shipped; the validation said roll back
+variants: {{control: churn:v1, treatment: churn:v2}}
+shadows: [churn:v1]
+environments:
+  development:
+    enabled: true
+    strategies:
+      - name: ab-test
+        rollout: 80
+        stickiness: userId
+        variants: {{control: 50, treatment: 50}}
+"""
+
+
+def test_a_server_rollback_keeps_shadows_updates_flags_and_leaves_no_drift(
+    built_bentos: BuiltBentos,
+    unleash_server: UnleashServer,
+    unleash_admin: UnleashAdmin,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13: `--dry-run` listed no change; a real rollback dropped the flag's shadows and
+    left flags/ stale, so the next `flags plan` proposed putting the rolled-back bento back."""
+    name = f"churn-rb-{uuid.uuid4().hex[:8]}"
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    (flags / f"{name}.yaml").write_text(FLAG_FILE.format(name=name))
+    (flags / "context.yaml").write_text(
+        (Path(__file__).parents[2] / "flags" / "context.yaml").read_text()
+    )
+    monkeypatch.setenv("UNLEASH_ADMIN_TOKEN", unleash_server.admin_token)
+    settings = Settings.load(
+        {
+            "data_dir": built_bentos.settings.data_dir,
+            "unleash_url": unleash_server.url,
+            "flags_dir": flags,
+        }
+    )
+    applied = rollout(settings, "flags", "apply", "--url", unleash_server.url)
+    assert applied.exit_code == 0, applied.output
+    try:
+        text = (flags / f"{name}.yaml").read_text()
+        dry = rollout(settings, "rollback", name, "--to", "churn:v1", "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert f"would roll back {name} to churn:v1" in dry.output
+        assert "development: strategy ab-test -> churn:v1" in dry.output
+        assert "development: default -> churn:v1" in dry.output
+        assert "+default: churn:v1" in dry.output  # the flags/ edit, as a diff
+        assert (flags / f"{name}.yaml").read_text() == text  # nothing written
+        assert served(unleash_admin, name)[0][0] == "churn:v2"
+
+        done = rollout(settings, "rollback", name, "--to", "churn:v1")
+        assert done.exit_code == 0, done.output
+        variants = unleash_admin.get_feature_variants(PROJECT, name, ENV)
+        shadows = [v for v in variants if v["name"].startswith("shadow-")]
+        assert [v["payload"]["value"] for v in shadows] == ["churn:v1"]  # the shadow stays
+        assert served(unleash_admin, name)[1] == [["churn:v1", "churn:v1"]]
+        edited = (flags / f"{name}.yaml").read_text()
+        assert "default: churn:v1" in edited and "shadows: [churn:v1]" in edited
+        assert "# A/B of churn:v2 against churn:v1" in edited  # comments stay
+
+        plan = rollout(settings, "flags", "plan", "--url", unleash_server.url)
+        assert plan.exit_code == 0, plan.output
+        assert "! drift" not in plan.output, plan.output
+        assert "no changes: the server matches flags/" in plan.output, plan.output
+    finally:
+        unleash_admin.delete_feature(PROJECT, name)

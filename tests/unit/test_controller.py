@@ -191,3 +191,106 @@ def test_approve_without_a_pending_promotion_is_refused(embedded) -> None:
     result = embedded("decide", "approve", "churn-model")
     assert result.exit_code == 1 and "no promotion waiting" in result.output
     AuditStore(create_engine(embedded.settings.event_store_url))  # the store exists after
+
+
+# --- issue 13: actions do what their name says -----------------------------------------------
+
+
+def test_a_ramp_decided_at_an_unknown_step_is_refused(embedded) -> None:
+    """The README's cron line once recorded no step and asked for the first step (5%): applying
+    it "ramped" the flag from 40% down to 5%."""
+    document = decision(current_step=None, next_step=5)
+    result = embedded("decide", "apply", str(embedded.write(document)))
+    assert result.exit_code == 1, result.output
+    assert "without knowing the flag's step" in result.output
+    assert (embedded.folder / "churn-model.yaml").read_text() == FLAG
+
+
+def test_a_ramp_never_lowers_the_step(embedded) -> None:
+    result = embedded("decide", "apply", str(embedded.write(decision(next_step=25))))
+    assert result.exit_code == 1, result.output
+    assert "a ramp never lowers a step" in result.output
+    assert (embedded.folder / "churn-model.yaml").read_text() == FLAG
+
+
+@pytest.mark.parametrize("recommendation", ["ramp", "rollback", "ship"])
+def test_every_applied_action_links_its_report_on_the_flag(
+    embedded, monkeypatch, tmp_path, recommendation
+) -> None:
+    from service.flags.state import EmbeddedFlag
+
+    links: list[tuple[str, str]] = []
+    monkeypatch.setattr(EmbeddedFlag, "link", lambda self, title, url: links.append((title, url)))
+    path = embedded.write(decision(recommendation=recommendation))
+    (path.parent / "report.html").write_text("<html></html>")
+    result = embedded("decide", "apply", str(path))
+    assert result.exit_code == 0, result.output
+    assert links == [
+        ("rollout: evidence of the last change", (path.parent / "report.html").resolve().as_uri())
+    ]
+
+
+def validation(recommendation: str, **fields) -> dict:
+    return decision(
+        kind="validation",
+        recommendation=recommendation,
+        arms=[
+            {"role": "live", "variant": "churn:v2"},
+            {"role": "previous", "variant": "churn:v1"},
+        ],
+        current_step=None,
+        next_step=0 if recommendation == "rollback" else None,
+        reasons=[f"validation says {recommendation}"],
+        **fields,
+    )
+
+
+@pytest.mark.parametrize("recommendation", ["keep", "investigate", "hold"])
+def test_a_validation_that_asks_for_no_change_changes_nothing(embedded, recommendation) -> None:
+    result = embedded("decide", "apply", str(embedded.write(validation(recommendation))))
+    assert result.exit_code == 0, result.output
+    assert f"{recommendation}: churn-model stays as it is" in result.output
+    assert (embedded.folder / "churn-model.yaml").read_text() == FLAG
+
+
+def test_a_validation_rollback_of_the_canary_sends_it_to_zero(embedded) -> None:
+    result = embedded("decide", "apply", str(embedded.write(validation("rollback"))))
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load((embedded.folder / "churn-model.yaml").read_text())
+    assert doc["environments"]["development"]["strategies"][0]["rollout"] == 0
+    assert doc["default"] == "churn:v1"
+
+
+def test_a_validation_rollback_of_the_default_puts_everyone_on_the_previous(embedded) -> None:
+    shipped = FLAG.replace("default: churn:v1 ", "default: churn:v2 ")
+    (embedded.folder / "churn-model.yaml").write_text(shipped)
+    result = embedded("decide", "apply", str(embedded.write(validation("rollback"))))
+    assert result.exit_code == 0, result.output
+    assert "rollback churn-model: everyone on churn:v1" in result.output
+    text = (embedded.folder / "churn-model.yaml").read_text()
+    doc = yaml.safe_load(text)
+    assert doc["default"] == "churn:v1"
+    assert doc["variants"] == {"control": "churn:v1", "treatment": "churn:v1"}
+    assert "# The A/B of churn:v2 against churn:v1." in text  # comments stay
+
+
+def test_report_ab_reads_the_flags_step_schedule_and_split(embedded, monkeypatch) -> None:
+    """`rollout report ab --flag churn-model --window 24h` (the README's cron line) passes the
+    flag's own step to the report, so its decision says where it was made."""
+    import service.analysis.reports as reports
+
+    seen: dict = {}
+
+    def fake_report(settings, *, progress, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(reports, "run_ab_report", fake_report)
+    embedded("report", "ab", "--flag", "churn-model", "--window", "24h")
+    assert seen["current_step"] == 40
+    assert seen["expected_split"] == "40:40"
+    assert seen["ramp_steps"] == "5,25,50,100"
+    assert (seen["control"], seen["treatment"]) == ("control", "treatment")
+    seen.clear()
+    embedded("report", "ab", "--flag", "churn-model", "--current-step", "25")
+    assert seen["current_step"] == 25  # what the command line says wins

@@ -165,7 +165,7 @@ def test_cuped_decides_when_there_is_a_pre_period_and_reports_the_reduction():
     arms = ((5_000, int(post[0].sum())), (5_000, int(post[1].sum())))
     decision = decide(arms, policy=DecisionPolicy(), primary_moments=primary)
     cuped = {c.name: c for c in decision.checks}["cuped"]
-    assert cuped.method.startswith("CUPED-adjusted z-test")
+    assert cuped.method.startswith("CUPED-adjusted Welch t-test")
     assert cuped.details["variance_reduction"] > 0.4
     assert cuped.details["pre_period_correlation"] > 0.6
 
@@ -186,7 +186,7 @@ def test_a_pre_period_identical_to_the_outcome_is_not_used_for_the_decision():
 def test_sequential_mode_is_stricter_than_a_fixed_horizon_test():
     arms = ((5_000, 1_500), (5_000, 1_610))  # fixed test: p = 0.017; mSPRT: not yet
     fixed = decide(arms, policy=DecisionPolicy())
-    sequential = decide(arms, policy=DecisionPolicy(sequential=True))
+    sequential = decide(arms, policy=DecisionPolicy(engine="sequential"))
     assert fixed.recommendation == "ramp"
     assert sequential.recommendation == "hold"
     row = {c.name: c for c in sequential.checks}["sequential"]

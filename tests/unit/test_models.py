@@ -72,3 +72,23 @@ def test_retraining_an_existing_version_is_refused(settings: Settings) -> None:
         build.retrain(plan, settings)
     with pytest.raises(UnknownBento, match="no model family 'fraud'"):
         build.retrain(build.Retraining("fraud", "v1"), settings)
+
+
+def test_serving_reads_flag_documents_from_either_home() -> None:
+    """Issue 13: in server mode `models list` reads the live flags (documents from Unleash),
+    so a bento rolled back there is not listed as serving because flags/ still says so."""
+    live = {
+        "flag": "churn-model",
+        "default": "churn:v1",
+        "variants": {"control": "churn:v1", "treatment": "churn:v1"},
+        "environments": {
+            "development": {
+                "enabled": True,
+                "strategies": [{"name": "ab-test", "variants": {"control": 50, "treatment": 50}}],
+            }
+        },
+    }
+    assert bentos.serving_in("churn:v2", [live]) == []
+    assert bentos.serving_in("churn:v1", [live]) == [
+        "churn-model/development (default, control, treatment)"
+    ]

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 from scipy.stats import binom
 
 from service.analysis.stats import (
@@ -75,9 +76,14 @@ def test_welch_relative_lift_interval_is_delta_method():
     c, t = np.mean(SLEEP_2), np.mean(SLEEP_1)
     var_c, var_t = np.var(SLEEP_2, ddof=1) / 10, np.var(SLEEP_1, ddof=1) / 10
     se = math.sqrt(var_t / c**2 + t**2 * var_c / c**4)  # Deng et al. 2018, eq. for mu_t / mu_c
+    # gbstats: the t quantile at the Welch-Satterthwaite degrees of freedom, as for the difference
+    q = scipy_stats.t.ppf(0.975, result.degrees_of_freedom)
     assert result.relative_lift == pytest.approx(t / c - 1)
-    assert result.relative_lift_interval.low == pytest.approx(t / c - 1 - 1.959963985 * se)
-    assert result.relative_lift_interval.method == "delta method (relative lift)"
+    assert result.relative_lift_interval.low == pytest.approx(t / c - 1 - q * se)
+    assert result.relative_lift_interval.method == "delta method, Welch-Satterthwaite t"
+    z = (t / c - 1) / se
+    p = 2 * scipy_stats.t.sf(abs(z), result.degrees_of_freedom)
+    assert result.relative_lift_p_value == pytest.approx(p)  # its own test, same estimand
 
 
 def test_welch_needs_two_users_per_arm():
@@ -141,7 +147,7 @@ def test_cuped_reduces_variance_by_rho_squared(rho, expected):
     assert result.effect.standard_error == pytest.approx(
         plain.standard_error * math.sqrt(1 - expected), rel=0.03
     )
-    assert result.effect.method == "CUPED-adjusted z-test"
+    assert result.effect.method.startswith("CUPED-adjusted Welch t-test")
 
 
 # --- guardrails ------------------------------------------------------------------------------
@@ -178,9 +184,9 @@ def test_non_inferiority_higher_is_better_flips_the_side():
     assert result.bound == pytest.approx(-0.1 - 1.6448536 * 0.01, rel=1e-3)  # the lower bound
 
 
-def test_non_inferiority_needs_a_positive_margin():
-    with pytest.raises(ValueError, match="positive"):
-        non_inferiority(_effect(0, 0.01), 0)
+def test_non_inferiority_refuses_a_negative_margin():
+    with pytest.raises(ValueError, match="negative"):
+        non_inferiority(_effect(0, 0.01), -0.1)
 
 
 # --- multiple testing ------------------------------------------------------------------------
