@@ -5,7 +5,17 @@ One module per command group; each registers its commands on `main`. Heavy modul
 `rollout --help` and `rollout flags validate` start quickly.
 """
 
-from service.cli import audit, decide, flags, models, reports, rollback, serving
+from service.cli import audit, decide, flags, keys, models, reports, rollback, serving
 from service.cli.base import main
 
-__all__ = ["audit", "decide", "flags", "main", "models", "reports", "rollback", "serving"]
+__all__ = [
+    "audit",
+    "decide",
+    "flags",
+    "keys",
+    "main",
+    "models",
+    "reports",
+    "rollback",
+    "serving",
+]

@@ -1,4 +1,4 @@
-"""GET /healthz (the process is up) and GET /readyz (flags loaded, bentos known)."""
+"""GET /healthz (the process is up) and GET /readyz (flags loaded, bentos known, the store)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def healthz() -> Any:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    state = selector().readiness()
+    current = selector()
+    state = current.readiness()
     ready = state["flags_loaded"] and bool(state["bentos"])
-    return {"status": "ready" if ready else "not_ready", **state}, 200 if ready else 503
+    # A failing store does not stop serving (events go to the spill file), so by default it is
+    # reported, not a 503: a balancer would otherwise take every replica out at once.
+    store_failing = state["event_store"]["failing"]
+    if store_failing and current.settings.ready_requires_store:
+        ready = False
+    status = "not_ready" if not ready else "degraded" if store_failing else "ready"
+    return {"status": status, **state}, 200 if ready else 503
