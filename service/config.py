@@ -106,6 +106,20 @@ class Settings:
         return self.data_dir / "unleash-cache"
 
 
+def confined(folder: Path, name: str, suffix: str = "") -> Path:
+    """`folder/name+suffix`, refusing a name that would leave `folder` (`..`, `/`, a link).
+
+    Flag names and run names from a command line, a decision file or Unleash become file names
+    (guard status files, report folders); none may point anywhere else.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{name!r} is not a plain name (no '/', '..' or empty names)")
+    path = folder / f"{name}{suffix}"
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{name!r} resolves outside {folder}")
+    return path
+
+
 def _from_environment(settings: Settings) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for f in fields(settings):

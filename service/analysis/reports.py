@@ -12,7 +12,9 @@ import html
 import json
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,6 +101,7 @@ def run_ab_report(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    event_store_url: str | None = None,
     **values: Any,
 ) -> ReportResult:
     """Run `notebooks/ab_test.ipynb` for one flag and two of its variants.
@@ -109,7 +112,6 @@ def run_ab_report(
     or writes no decision.
     """
     parameters = with_defaults(values, AB_PARAMETERS)
-    parameters["event_store_url"] = parameters["event_store_url"] or settings.event_store_url
     return run_report(
         settings,
         notebook=AB_NOTEBOOK,
@@ -118,6 +120,7 @@ def run_ab_report(
         parameters=parameters,
         timeout=timeout,
         progress=progress,
+        event_store_url=event_store_url,
     )
 
 
@@ -126,6 +129,7 @@ def run_validation_report(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    event_store_url: str | None = None,
     **values: Any,
 ) -> ReportResult:
     """Run `notebooks/post_rollout_validation.ipynb` for one bento serving a flag.
@@ -133,7 +137,6 @@ def run_validation_report(
     `values` are the parameters of `analysis.parameters.VALIDATION_PARAMETERS`.
     """
     parameters = with_defaults(values, VALIDATION_PARAMETERS)
-    parameters["event_store_url"] = parameters["event_store_url"] or settings.event_store_url
     # The kernel is another process: it must read the caller's model store and snapshots.
     parameters["data_dir"] = str(settings.data_dir)
     return run_report(
@@ -144,6 +147,7 @@ def run_validation_report(
         parameters=parameters,
         timeout=timeout,
         progress=progress,
+        event_store_url=event_store_url,
     )
 
 
@@ -156,22 +160,26 @@ def run_report(
     parameters: dict[str, Any],
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    event_store_url: str | None = None,
 ) -> ReportResult:
     """Execute `notebook` (under settings.notebooks_dir) into a new run folder and file it.
 
     The notebook receives `parameters` plus `output_dir`, and must write `decision.json` there.
+    The event store's URL (`event_store_url`, else the settings') reaches the kernel through
+    its environment, named by the `event_store_env` parameter: never as a value in the notebook.
     """
     output_dir = new_run_dir(settings.reports_dir, flag, kind)
     notebook_path = output_dir / "report.ipynb"
     progress(f"running {notebook} for flag '{flag}' (kernel {KERNEL_NAME}) into {output_dir}")
     started = datetime.now(UTC)
-    _execute(
-        settings.notebooks_dir / notebook,
-        notebook_path,
-        {**parameters, "output_dir": str(output_dir)},
-        cwd=settings.root,
-        timeout=timeout,
-    )
+    with _environment(parameters["event_store_env"], event_store_url or settings.event_store_url):
+        _execute(
+            settings.notebooks_dir / notebook,
+            notebook_path,
+            {**parameters, "output_dir": str(output_dir)},
+            cwd=settings.root,
+            timeout=timeout,
+        )
     decision = _read_decision(output_dir, notebook_path)
     html_path = render_html(notebook_path)
     index = update_index(settings.reports_dir)
@@ -181,6 +189,24 @@ def run_report(
         f"report {html_path}; index {index}"
     )
     return ReportResult(output_dir, notebook_path, html_path, decision)
+
+
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name=value` in this process's environment (inherited by the kernel) while it runs."""
+    with _ENVIRONMENT_LOCK:
+        before = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
 
 
 def new_run_dir(reports_dir: Path, flag: str, kind: str, now: datetime | None = None) -> Path:
@@ -262,8 +288,13 @@ def render_html(notebook_path: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
+    # sanitize_html: a second line of defence behind the notebooks' own escaping (see
+    # service.analysis.page_text): nbconvert cleans every HTML and Markdown output with bleach.
     exporter = HTMLExporter(
-        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        sanitize_html=True,
     )
     notebook = nbformat.read(notebook_path, as_version=4)
     body, _resources = exporter.from_notebook_node(_without_scraps(notebook))

@@ -250,7 +250,12 @@ def guard_token(out: Path, username: str, url: str | None) -> None:
 @click.pass_context
 def guard_status(ctx: click.Context, flag: str) -> None:
     """What the guard of FLAG last saw and did (its status file)."""
-    path = settings_of(ctx).data_dir / "guard" / f"{flag}.json"
+    from service.config import confined
+
+    try:
+        path = confined(settings_of(ctx).data_dir / "guard", flag, ".json")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="FLAG") from exc
     if not path.exists():
         raise click.ClickException(f"no guard has run for {flag} (no {path})")
     click.echo(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2))

@@ -9,6 +9,7 @@ The notebooks read only these two tables.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from service.config import Settings
 
 # Lengths the columns hold; the HTTP API refuses longer values (service.serving.limits).
 REQUEST_ID_LENGTH = 64
@@ -110,6 +113,17 @@ class Outcome:
     flag: str | None = None
     ts: float = field(default_factory=time.time)
     event_id: str = field(default_factory=new_event_id)
+
+
+def store_url(env_name: str | None, settings: Settings | None = None) -> str:
+    """The event store's URL from the environment variable `env_name`, else the settings'.
+
+    Reports are given the variable's name instead of the URL, so no password is ever written
+    into an executed notebook.
+    """
+    if env_name and os.environ.get(env_name):
+        return os.environ[env_name]
+    return (settings or Settings.load()).event_store_url
 
 
 def create_engine(url: str) -> sa.Engine:

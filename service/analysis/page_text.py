@@ -1,0 +1,21 @@
+"""Text from callers, flag files or Unleash, made safe to put into a report page.
+
+Metric names, variants, segments, regions, bento tags and reasons reach the executed notebook's
+Markdown and tables, and `report.html` is meant to be served over HTTP: each value is escaped
+where it is put into a page (here for Markdown, `html.escape` elsewhere, pandas' Styler with
+`styler.format.escape = "html"`), and nbconvert sanitizes the rendered page once more.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+# Markdown's own punctuation: a value must not open a link, image, emphasis or code span.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def md(value: Any) -> str:
+    """`value` as literal text inside Markdown: HTML-escaped, Markdown punctuation escaped."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(str(value), quote=True))
