@@ -24,8 +24,8 @@ import pytest
 import sqlalchemy as sa
 import urllib3
 from click.testing import CliRunner
-
 from integration.test_faults import AB_FLAG, SteadyLoad, base_url, start_selector, wait_for
+
 from service.cli import main
 from service.harness.unleash_server import PostgresServer
 from service.processes import ManagedProcess
