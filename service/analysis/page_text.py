@@ -18,4 +18,10 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
 
 def md(value: Any) -> str:
     """`value` as literal text inside Markdown: HTML-escaped, Markdown punctuation escaped."""
-    return _MARKDOWN.sub(r"\\\1", html.escape(str(value), quote=True))
+    return _MARKDOWN.sub(r"\\\1", html.escape(str(value), quote=False))
+
+
+def escaped(styler: Any) -> Any:
+    """A pandas Styler whose row and column labels are HTML-escaped (cells: `escape="html"` in
+    each `.format`, which a later `.format` call would otherwise replace)."""
+    return styler.format_index(escape="html", axis=0).format_index(escape="html", axis=1)

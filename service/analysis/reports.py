@@ -288,19 +288,32 @@ def render_html(notebook_path: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    # sanitize_html: a second line of defence behind the notebooks' own escaping (see
-    # service.analysis.page_text): nbconvert cleans every HTML and Markdown output with bleach.
     exporter = HTMLExporter(
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-        sanitize_html=True,
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
     )
     notebook = nbformat.read(notebook_path, as_version=4)
     body, _resources = exporter.from_notebook_node(_without_scraps(notebook))
     html_path = notebook_path.with_suffix(".html")
-    html_path.write_text(body, encoding="utf-8")
+    html_path.write_text(with_policy(body), encoding="utf-8")
     return html_path
+
+
+# The second line of defence behind escaping every value where it enters a page (the notebooks
+# use service.analysis.page_text and pandas' HTML escaping): a served report runs no script at
+# all, whatever slipped through. Plots are data: images; styles are inline.
+CONTENT_POLICY = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+    "img-src data:; style-src 'unsafe-inline'; font-src data:\">"
+)
+
+
+def with_policy(page: str) -> str:
+    """`page` with CONTENT_POLICY first in its <head> (before anything it could govern)."""
+    head = page.find("<head>")
+    if head < 0:
+        return CONTENT_POLICY + page
+    at = head + len("<head>")
+    return page[:at] + "\n" + CONTENT_POLICY + page[at:]
 
 
 def _without_scraps(notebook: Any) -> Any:
@@ -335,7 +348,9 @@ def update_index(reports_dir: Path) -> Path:
     reports_dir.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a reader (or a concurrent run) never sees half a file.
     partial = index.with_name(f".index.{os.getpid()}.html")
-    partial.write_text(_INDEX_PAGE.format(count=len(runs), rows=rows), encoding="utf-8")
+    partial.write_text(
+        _INDEX_PAGE.format(count=len(runs), rows=rows, policy=CONTENT_POLICY), encoding="utf-8"
+    )
     partial.replace(index)
     return index
 
@@ -364,6 +379,7 @@ _INDEX_PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+{policy}
 <title>Rollout reports</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
