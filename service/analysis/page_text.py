@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 # Markdown's own punctuation: a value must not open a link, image, emphasis or code span.
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+_MARKDOWN = re.compile(r"([\\`\[\]])")
 
 
 def md(value: Any) -> str:
