@@ -123,7 +123,8 @@ def test_store_errors_are_logged_at_a_bounded_rate_with_a_count(caplog) -> None:
 
 
 def test_markdown_text_cannot_open_tags_links_or_code() -> None:
-    assert md("<script>alert(1)</script>") == "&lt;script&gt;alert\\(1\\)&lt;/script&gt;"
+    assert md("<script>alert(1)</script>") == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert md("`x`") == "\\`x\\`"
     assert "[" not in md("[x](javascript:alert(1))").replace("\\[", "")
 
 
