@@ -49,6 +49,22 @@ class Settings:
     shadow_queue_size: int = 1000
     shadow_threads: int = 2
     shadow_timeout: float = 2.0
+    # API keys (hashes only; see service/serving/keys.py). Default: data_dir / "api-keys".
+    api_keys_file: str | None = None
+    # Scopes required even when no key exists yet, comma-separated ("predict", "outcomes").
+    # POST /v1/outcomes needs scope `outcomes` as soon as any key exists, whatever this says.
+    require_keys: str = ""
+    # /metrics needs a key with scope `metrics` when true (open by default, for scrapers).
+    protect_metrics: bool = False
+    # An outcome naming a user (no request id) counts when that user was exposed in its flag
+    # within this many hours before it is posted; see service/serving/exposure_check.py.
+    outcome_window_hours: float = 168.0
+    # Events waiting for the store, per worker; beyond it they go straight to the spill file.
+    event_queue_size: int = 100_000
+    # How long the writer retries a failing store before spilling a batch to disk.
+    store_retry_seconds: float = 2.0
+    # /readyz answers 503 (not only reports it) while the event store is failing.
+    ready_requires_store: bool = False
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None) -> Settings:
@@ -65,6 +81,20 @@ class Settings:
         return self.database_url or f"sqlite:///{self.data_dir / 'events.db'}"
 
     @property
+    def keys_file(self) -> Path:
+        return Path(self.api_keys_file) if self.api_keys_file else self.data_dir / "api-keys"
+
+    @property
+    def spill_dir(self) -> Path:
+        """Events the store could not take (down, unwritable): replayed by `rollout events`."""
+        return self.data_dir / "events-spill"
+
+    @property
+    def dead_letter_file(self) -> Path:
+        """Events the store refused row by row."""
+        return self.data_dir / "events-dead-letter.jsonl"
+
+    @property
     def catalog_file(self) -> Path:
         return self.data_dir / "catalog.json"
 
@@ -75,6 +105,20 @@ class Settings:
     @property
     def unleash_cache_dir(self) -> Path:
         return self.data_dir / "unleash-cache"
+
+
+def confined(folder: Path, name: str, suffix: str = "") -> Path:
+    """`folder/name+suffix`, refusing a name that would leave `folder` (`..`, `/`, a link).
+
+    Flag names and run names from a command line, a decision file or Unleash become file names
+    (guard status files, report folders); none may point anywhere else.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{name!r} is not a plain name (no '/', '..' or empty names)")
+    path = folder / f"{name}{suffix}"
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{name!r} resolves outside {folder}")
+    return path
 
 
 def _from_environment(settings: Settings) -> dict[str, Any]:
@@ -116,6 +160,17 @@ def _coerce(kind: type, value: Any) -> Any:
         return None
     if issubclass(kind, Path):
         return Path(value)
+    if kind is bool and isinstance(value, str):
+        return _truth(value)
     if isinstance(value, str) and kind in (int, float):
         return kind(value)
     return value
+
+
+def _truth(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")

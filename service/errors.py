@@ -25,6 +25,34 @@ class BadRequest(RolloutError):
     code = "bad_request"
 
 
+class Unauthorized(RolloutError):
+    """No API key, or one the selector does not know (never echoed back)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RolloutError):
+    """A known API key without the scope this call needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class UnknownExposure(RolloutError):
+    """An outcome that joins no exposure the selector served: refused, so no report counts it."""
+
+    status = 422
+    code = "unknown_exposure"
+
+
+class StoreUnavailable(RolloutError):
+    """The event store cannot be read right now (for a check that needs it); retry later."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 class UnknownFlag(RolloutError):
     """The flag named in the URL is not known to the flag client."""
 

@@ -44,7 +44,8 @@ from service.registry.population import population
 from service.serving.catalog import BentoCatalog
 from service.serving.flag_client import FlagClient
 from service.serving.routing import decide
-from service.store.events import EventWriter, Exposure, create_engine
+from service.store.events import Exposure, create_engine
+from service.store.writer import EventWriter
 
 FLAG = """
 flag: bench

@@ -49,7 +49,16 @@ def _steps_text(steps: Iterable[float]) -> str:
 
 _WINDOW_START = Parameter("window_start", str, None, "ISO time; default: all events.")
 _WINDOW_END = Parameter("window_end", str, None, "ISO time; default: now.")
-_EVENT_STORE = Parameter("event_store_url", str, None, "SQLAlchemy URL of the event store.")
+# A reference, never the URL itself: the URL (and its password) would be written into every
+# executed notebook. The runner puts the URL into this variable of the kernel's environment.
+EVENT_STORE_ENV = "ROLLOUT_REPORT_EVENT_STORE_URL"
+_EVENT_STORE = Parameter(
+    "event_store_env",
+    str,
+    EVENT_STORE_ENV,
+    "Name of the environment variable holding the event store's URL (set by rollout).",
+    option=False,
+)
 
 AB_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("flag", str, "", "The flag under test.", required=True),

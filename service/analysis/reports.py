@@ -12,7 +12,9 @@ import html
 import json
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,6 +101,7 @@ def run_ab_report(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    event_store_url: str | None = None,
     **values: Any,
 ) -> ReportResult:
     """Run `notebooks/ab_test.ipynb` for one flag and two of its variants.
@@ -109,7 +112,6 @@ def run_ab_report(
     or writes no decision.
     """
     parameters = with_defaults(values, AB_PARAMETERS)
-    parameters["event_store_url"] = parameters["event_store_url"] or settings.event_store_url
     return run_report(
         settings,
         notebook=AB_NOTEBOOK,
@@ -118,6 +120,7 @@ def run_ab_report(
         parameters=parameters,
         timeout=timeout,
         progress=progress,
+        event_store_url=event_store_url,
     )
 
 
@@ -126,6 +129,7 @@ def run_validation_report(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    event_store_url: str | None = None,
     **values: Any,
 ) -> ReportResult:
     """Run `notebooks/post_rollout_validation.ipynb` for one bento serving a flag.
@@ -133,7 +137,6 @@ def run_validation_report(
     `values` are the parameters of `analysis.parameters.VALIDATION_PARAMETERS`.
     """
     parameters = with_defaults(values, VALIDATION_PARAMETERS)
-    parameters["event_store_url"] = parameters["event_store_url"] or settings.event_store_url
     # The kernel is another process: it must read the caller's model store and snapshots.
     parameters["data_dir"] = str(settings.data_dir)
     return run_report(
@@ -144,6 +147,7 @@ def run_validation_report(
         parameters=parameters,
         timeout=timeout,
         progress=progress,
+        event_store_url=event_store_url,
     )
 
 
@@ -156,22 +160,26 @@ def run_report(
     parameters: dict[str, Any],
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
+    event_store_url: str | None = None,
 ) -> ReportResult:
     """Execute `notebook` (under settings.notebooks_dir) into a new run folder and file it.
 
     The notebook receives `parameters` plus `output_dir`, and must write `decision.json` there.
+    The event store's URL (`event_store_url`, else the settings') reaches the kernel through
+    its environment, named by the `event_store_env` parameter: never as a value in the notebook.
     """
     output_dir = new_run_dir(settings.reports_dir, flag, kind)
     notebook_path = output_dir / "report.ipynb"
     progress(f"running {notebook} for flag '{flag}' (kernel {KERNEL_NAME}) into {output_dir}")
     started = datetime.now(UTC)
-    _execute(
-        settings.notebooks_dir / notebook,
-        notebook_path,
-        {**parameters, "output_dir": str(output_dir)},
-        cwd=settings.root,
-        timeout=timeout,
-    )
+    with _environment(parameters["event_store_env"], event_store_url or settings.event_store_url):
+        _execute(
+            settings.notebooks_dir / notebook,
+            notebook_path,
+            {**parameters, "output_dir": str(output_dir)},
+            cwd=settings.root,
+            timeout=timeout,
+        )
     decision = _read_decision(output_dir, notebook_path)
     html_path = render_html(notebook_path)
     index = update_index(settings.reports_dir)
@@ -181,6 +189,24 @@ def run_report(
         f"report {html_path}; index {index}"
     )
     return ReportResult(output_dir, notebook_path, html_path, decision)
+
+
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name=value` in this process's environment (inherited by the kernel) while it runs."""
+    with _ENVIRONMENT_LOCK:
+        before = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
 
 
 def new_run_dir(reports_dir: Path, flag: str, kind: str, now: datetime | None = None) -> Path:
@@ -268,8 +294,26 @@ def render_html(notebook_path: Path) -> Path:
     notebook = nbformat.read(notebook_path, as_version=4)
     body, _resources = exporter.from_notebook_node(_without_scraps(notebook))
     html_path = notebook_path.with_suffix(".html")
-    html_path.write_text(body, encoding="utf-8")
+    html_path.write_text(with_policy(body), encoding="utf-8")
     return html_path
+
+
+# The second line of defence behind escaping every value where it enters a page (the notebooks
+# use service.analysis.page_text and pandas' HTML escaping): a served report runs no script at
+# all, whatever slipped through. Plots are data: images; styles are inline.
+CONTENT_POLICY = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+    "img-src data:; style-src 'unsafe-inline'; font-src data:\">"
+)
+
+
+def with_policy(page: str) -> str:
+    """`page` with CONTENT_POLICY first in its <head> (before anything it could govern)."""
+    head = page.find("<head>")
+    if head < 0:
+        return CONTENT_POLICY + page
+    at = head + len("<head>")
+    return page[:at] + "\n" + CONTENT_POLICY + page[at:]
 
 
 def _without_scraps(notebook: Any) -> Any:
@@ -304,7 +348,9 @@ def update_index(reports_dir: Path) -> Path:
     reports_dir.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a reader (or a concurrent run) never sees half a file.
     partial = index.with_name(f".index.{os.getpid()}.html")
-    partial.write_text(_INDEX_PAGE.format(count=len(runs), rows=rows), encoding="utf-8")
+    partial.write_text(
+        _INDEX_PAGE.format(count=len(runs), rows=rows, policy=CONTENT_POLICY), encoding="utf-8"
+    )
     partial.replace(index)
     return index
 
@@ -333,6 +379,7 @@ _INDEX_PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+{policy}
 <title>Rollout reports</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; }}

@@ -227,11 +227,15 @@ def guard_status(ctx: click.Context, flag: str) -> None:
     """What this guard of FLAG last saw and did (its status file), and who holds the lease."""
     import time
 
+    from service.config import confined
     from service.rollout.lease import FlagLease
     from service.store.events import create_engine
 
     settings = settings_of(ctx)
-    path = settings.data_dir / "guard" / f"{flag}.json"
+    try:
+        path = confined(settings.data_dir / "guard", flag, ".json")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="FLAG") from exc
     if not path.exists():
         raise click.ClickException(f"no guard has run for {flag} (no {path})")
     status = json.loads(path.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""`rollout events migrate | prune`: the event store's schema and retention."""
+"""`rollout events migrate | prune | replay`: the event store's schema, retention, spill files."""
 
 from __future__ import annotations
 
@@ -51,3 +51,19 @@ def events_prune(ctx: click.Context, older_than: str) -> None:
     age = parse_age(older_than)
     engine = sa.create_engine(settings_of(ctx).event_store_url)
     click.echo(prune(engine, age).describe())
+
+
+@events.command("replay")
+@click.pass_context
+def events_replay(ctx: click.Context) -> None:
+    """Write spilled and dead-lettered events to the store; replaying twice writes once."""
+    from service.store.events import create_engine
+    from service.store.spill import replay, spill_files
+
+    settings = settings_of(ctx)
+    files = spill_files(settings.spill_dir, settings.dead_letter_file)
+    if not files:
+        click.echo("nothing to replay")
+        return
+    result = replay(create_engine(settings.event_store_url), files, settings.dead_letter_file)
+    click.echo(result.describe())

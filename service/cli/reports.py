@@ -73,10 +73,16 @@ def _click_type(parameter: Parameter) -> Any:
     return parameter.kind
 
 
-# --window and --timeout belong to the command, not to the notebook.
+# --window, --timeout and --event-store-url belong to the command, not to the notebook (the URL
+# reaches the kernel through its environment: a password must not land in report.ipynb).
 _COMMAND_OPTIONS = (
     click.option("--window", default=None, help=_WINDOW_HELP),
     click.option("--timeout", default=600.0, show_default=True, type=float, help=_TIMEOUT_HELP),
+    click.option(
+        "--event-store-url",
+        default=None,
+        help="SQLAlchemy URL of the event store (default: ROLLOUT_DATABASE_URL or SQLite).",
+    ),
 )
 
 

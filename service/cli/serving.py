@@ -45,21 +45,44 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int) 
     type=click.IntRange(0),
     help="Start at this user of the population (fresh users for each rollout step).",
 )
+@click.option(
+    "--api-key-env",
+    default="ROLLOUT_API_KEY",
+    show_default=True,
+    help="Variable holding a key (scopes outcomes,predict); without one, a key is created "
+    "in ROLLOUT_API_KEYS_FILE for this run and revoked after it.",
+)
+@click.pass_context
 def simulate(
-    selector_url: str, flag: str, users: int, concurrency: int, seed: int, first_user: int
+    ctx: click.Context,
+    selector_url: str,
+    flag: str,
+    users: int,
+    concurrency: int,
+    seed: int,
+    first_user: int,
+    api_key_env: str,
 ) -> None:
     """Drive synthetic users through the selector and post their outcomes."""
-    from service.harness.simulate import simulate as run
+    import os
+    from contextlib import nullcontext
 
-    summary = run(
-        selector_url,
-        flag,
-        users,
-        concurrency=concurrency,
-        seed=seed,
-        first_user=first_user,
-        progress=progress,
-    )
+    from service.harness.simulate import simulate as run
+    from service.harness.simulate import temporary_key
+
+    given = os.environ.get(api_key_env)
+    keys = nullcontext(given) if given else temporary_key(settings_of(ctx).keys_file, "simulate")
+    with keys as key:
+        summary = run(
+            selector_url,
+            flag,
+            users,
+            concurrency=concurrency,
+            seed=seed,
+            first_user=first_user,
+            progress=progress,
+            api_key=key,
+        )
     click.echo(summary.describe())
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from service.analysis.reports import run_ab_report
 from service.config import Settings
 from service.flags.definitions import DEFAULT_RAMP_STEPS, load_flags
-from service.harness.simulate import SimulationSummary, simulate
+from service.harness.simulate import SimulationSummary, simulate, temporary_key
 from service.processes import free_port, selector_process
 from service.registry.bento_process import BentoProcess
 from service.registry.build import build_all
@@ -59,8 +59,14 @@ def run_demo(
         )
         selector.wait_ready(timeout=60)
         progress(f"step 4/5: simulating {users} users through http://127.0.0.1:{port}")
+        key = stack.enter_context(temporary_key(settings.keys_file, "demo"))
         summary = simulate(
-            f"http://127.0.0.1:{port}", FLAG, users, concurrency=concurrency, progress=progress
+            f"http://127.0.0.1:{port}",
+            FLAG,
+            users,
+            concurrency=concurrency,
+            progress=progress,
+            api_key=key,
         )
         progress(summary.describe())
         selector.stop()  # graceful: every buffered exposure and outcome is written first
@@ -90,6 +96,9 @@ def selector_env(settings: Settings, catalog: BentoCatalog) -> dict[str, str]:
         "ROLLOUT_DATA_DIR": str(settings.data_dir),
         "ROLLOUT_FLAGS_DIR": str(settings.flags_dir),
         "ROLLOUT_ENVIRONMENT": settings.environment,
+        # The simulator's key is created in this file: outcomes and predictions need it.
+        "ROLLOUT_API_KEYS_FILE": str(settings.keys_file),
+        "ROLLOUT_REQUIRE_KEYS": "predict",
         "ROLLOUT_BENTO_URLS": ",".join(f"{t}={u}" for t, u in catalog.endpoints.items()),
     }
     if settings.database_url:

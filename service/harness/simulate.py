@@ -8,12 +8,15 @@ user an offer, so the planted difference between versions shows up in the data.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ import urllib3
 
 from service.errors import RolloutError
 from service.registry import population as pop
+from service.serving.keys import KeyFile
 from service.store import PRIMARY_METRIC
 
 METRIC = PRIMARY_METRIC
@@ -59,8 +63,11 @@ class _Served:
 class _Client:
     """The simulator's HTTP client: one pool, JSON in and out."""
 
-    def __init__(self, base_url: str, size: int) -> None:
+    def __init__(self, base_url: str, size: int, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.pool = urllib3.PoolManager(
             maxsize=size,
             retries=urllib3.Retry(3, backoff_factor=0.2),
@@ -81,7 +88,7 @@ class _Client:
             "POST",
             self.base_url + path,
             body=json.dumps(body),
-            headers={"Content-Type": "application/json"},
+            headers=self.headers,
         )
         try:
             return response.status, json.loads(response.data)
@@ -98,15 +105,17 @@ def simulate(
     seed: int = 7,
     first_user: int = 0,
     progress: Callable[[str], None] = print,
+    api_key: str | None = None,
 ) -> SimulationSummary:
     """Send `users` users through `flag`'s predict endpoint and post their outcomes.
 
     The users are the population's `first_user`-th onwards, so consecutive runs (one per
     rollout step, say) can send fresh users; each user's outcome is the same in any run.
+    `api_key` (scopes outcomes and predict) is sent as `Authorization: Bearer`.
     """
     people = pop.population(first_user + users)[first_user:]
     p_churn = pop.churn_probabilities(pop.users_frame(people))
-    client = _Client(selector_url, concurrency)
+    client = _Client(selector_url, concurrency, api_key)
     client.check_ready()
     summary = SimulationSummary(users=users, seconds=0.0)
     started, lock = time.perf_counter(), threading.Lock()
@@ -132,6 +141,18 @@ def simulate(
     summary.outcomes_posted = _post_outcomes(client, outcomes)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@contextmanager
+def temporary_key(keys_file: Path, purpose: str) -> Iterator[str]:
+    """A key of scopes outcomes and predict in `keys_file`, revoked on the way out."""
+    keys = KeyFile(keys_file)
+    name = f"{purpose}-{os.getpid()}-{time.time_ns() % 10**9}"
+    key = keys.create(name, ("outcomes", "predict"))
+    try:
+        yield key
+    finally:
+        keys.revoke(name)
 
 
 def _predict(client: _Client, flag: str, user: pop.User) -> _Served | int:

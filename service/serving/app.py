@@ -10,8 +10,10 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from service.config import Settings
-from service.errors import RolloutError
+from service.errors import RolloutError, StoreUnavailable, Unauthorized
 from service.serving.api import health, meta, outcomes, predictions
+from service.serving.keys import Access, KeyRing
+from service.serving.outcome_check import OutcomeCheck
 from service.serving.selector import Selector
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     selector = Selector.from_settings(settings)
     app.extensions["selector"] = selector
+    app.extensions["access"] = Access(
+        KeyRing(settings.keys_file), settings.require_keys, settings.protect_metrics
+    )
+    app.extensions["outcome_check"] = OutcomeCheck(
+        selector.events.engine, selector.events.recent, settings.outcome_window_hours * 3600
+    )
     # Flush buffered events however the process ends gracefully (gunicorn also calls close()).
     atexit.register(selector.close)
     for blueprint in (predictions.bp, outcomes.bp, health.bp, meta.bp):
@@ -40,7 +48,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RolloutError)
     def rollout_error(exc: RolloutError) -> Any:
-        return _error(exc.status, exc.code, exc.message)
+        headers = {}
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="rollout"'
+        if isinstance(exc, StoreUnavailable):
+            headers["Retry-After"] = "5"
+        return _error(exc.status, exc.code, exc.message, headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -49,7 +62,9 @@ def _register_error_handlers(app: Flask) -> None:
         if exc.code == 413:
             message = f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
             _drain_body(DRAIN_LIMIT_FACTOR * app.config["MAX_CONTENT_LENGTH"])
-        return _error(exc.code or 500, code, message)
+        # Keeps the Allow header of a 405 (and any other header the exception carries).
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return _error(exc.code or 500, code, message, headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
@@ -75,5 +90,5 @@ def _drain_body(limit: int) -> None:
         length -= len(chunk)
 
 
-def _error(status: int, code: str, message: str) -> Any:
-    return jsonify({"error": {"code": code, "message": message}}), status
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
+    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}

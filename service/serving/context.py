@@ -15,9 +15,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.errors import BadRequest
+from service.serving.limits import (
+    FIELD_LENGTHS,
+    MAX_KEY_LENGTH,
+    MAX_PROPERTIES,
+    MAX_VALUE_LENGTH,
+    check_length,
+)
 
 STANDARD_FIELDS = ("userId", "sessionId", "remoteAddress", "currentTime", "appName", "environment")
-MAX_VALUE_LENGTH = 1000
 
 
 def from_json(raw: Any) -> dict[str, Any]:
@@ -35,21 +41,34 @@ def from_json(raw: Any) -> dict[str, Any]:
         target[key] = _scalar(value, f"context.{key}")
     for key, value in properties.items():
         context["properties"][key] = _scalar(value, f"context.properties.{key}")
-    return context
+    return _bounded(context, "context")
 
 
 def from_query(args: Mapping[str, str]) -> dict[str, Any]:
     """From query parameters: standard fields by name, `properties[x]=` or any other name."""
     context: dict[str, Any] = {"properties": {}}
     for key, value in args.items():
-        if len(value) > MAX_VALUE_LENGTH:
-            raise BadRequest(f"query parameter '{key}' is longer than {MAX_VALUE_LENGTH}")
         if key in STANDARD_FIELDS:
             context[key] = value
         elif key.startswith("properties[") and key.endswith("]"):
             context["properties"][key[len("properties[") : -1]] = value
         else:
             context["properties"][key] = value
+    return _bounded(context, "query")
+
+
+def _bounded(context: dict[str, Any], where: str) -> dict[str, Any]:
+    """The limits of service.serving.limits: what the event store's columns can hold."""
+    properties = context["properties"]
+    if len(properties) > MAX_PROPERTIES:
+        raise BadRequest(f"'{where}' has {len(properties)} properties; at most {MAX_PROPERTIES}")
+    for key, value in [*context.items(), *properties.items()]:
+        if key == "properties":
+            continue
+        name = key if key in context else f"properties.{key}"
+        check_length(key, MAX_KEY_LENGTH, f"{where}.{name} (its name)")
+        limit = FIELD_LENGTHS.get(key, MAX_VALUE_LENGTH)
+        check_length(value, limit, f"{where}.{name}")
     return context
 
 
@@ -57,10 +76,7 @@ def _scalar(value: Any, field: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float) and value is not None:
-        text = str(value)
-        if len(text) > MAX_VALUE_LENGTH:
-            raise BadRequest(f"'{field}' is longer than {MAX_VALUE_LENGTH} characters")
-        return text
+        return str(value)
     raise BadRequest(f"'{field}' must be a string or number, not {_kind(value)}")
 
 

@@ -114,7 +114,8 @@ class SelectorMetrics:
             ),
             events_dropped=Gauge(
                 "selector_events_dropped",
-                "Events the store refused: dead-lettered to a file, or lost without one.",
+                "Events not in the store: spilled (store down) or dead-lettered (refused) to files "
+                "for `rollout events replay`, or lost (no file, or the disk failed).",
                 ("how",),
                 registry=registry,
                 multiprocess_mode="livesum",

@@ -25,8 +25,25 @@ def document(flags: list[str], contracts: dict[str, InputContract]) -> dict[str,
             "logs every decision.",
         },
         "paths": _paths(),
-        "components": {"schemas": _schemas(flags, contracts), "responses": _responses()},
+        "components": {
+            "schemas": _schemas(flags, contracts),
+            "responses": _responses(),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A key from `rollout keys create NAME --scopes ...`. Outcomes "
+                    "need scope `outcomes` once any key exists; predict and resolve need "
+                    "`predict` when ROLLOUT_REQUIRE_KEYS=predict; /metrics needs `metrics` "
+                    "when ROLLOUT_PROTECT_METRICS is set.",
+                }
+            },
+        },
     }
+
+
+# Keyed when required; `{}` (no credential) is allowed while the deployment does not require one.
+_KEYED: list[dict[str, list[str]]] = [{"apiKey": []}, {}]
 
 
 def _paths() -> dict[str, Any]:
@@ -41,10 +58,11 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Route one request to the flag's bento, forward it, log the exposure",
                 "parameters": [flag, _request_id_header()],
+                "security": _KEYED,
                 "requestBody": _json_body("PredictRequest"),
                 "responses": {
                     "200": _json_response("Prediction", "PredictResponse"),
-                    **_errors(400, 404, 413, 415, 422),
+                    **_errors(400, 401, 403, 404, 405, 413, 415, 422),
                     "503": {"$ref": "#/components/responses/Unavailable"},
                 },
             }
@@ -53,9 +71,10 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "The routing decision only (no exposure is logged)",
                 "parameters": [flag, *_context_query()],
+                "security": _KEYED,
                 "responses": {
                     "200": _json_response("Routing decision", "RoutingDecision"),
-                    **_errors(400, 404),
+                    **_errors(400, 401, 403, 404, 405),
                     "503": {"$ref": "#/components/responses/Unavailable"},
                 },
             }
@@ -63,10 +82,12 @@ def _paths() -> dict[str, Any]:
         "/v1/outcomes": {
             "post": {
                 "summary": "Record outcome events (one, a list, or {outcomes: [...]})",
+                "security": _KEYED,
                 "requestBody": _json_body("OutcomeBatch"),
                 "responses": {
                     "202": _json_response("Accepted", "Accepted"),
-                    **_errors(400, 413, 415),
+                    **_errors(400, 401, 403, 405, 413, 415, 422),
+                    "503": {"$ref": "#/components/responses/Unavailable"},
                 },
             }
         },
@@ -83,11 +104,13 @@ def _paths() -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "summary": "Prometheus text exposition format",
+                "security": _KEYED,
                 "responses": {
+                    **_errors(401, 403),
                     "200": {
                         "description": "Metrics",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
                 },
             }
         },
@@ -138,7 +161,11 @@ def _responses() -> dict[str, Any]:
     error = _json_response("A JSON error naming the problem", "Error")
     return {
         "Error": error,
-        "Unavailable": {**error, "description": "Neither the chosen nor the default bento"},
+        "Unavailable": {
+            **error,
+            "description": "Neither the chosen nor the default bento (predict), or the event "
+            "store cannot be read to check outcomes against exposures (outcomes)",
+        },
     }
 
 
@@ -261,15 +288,15 @@ def _outcome() -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["metric", "value"],
-        "anyOf": [{"required": ["request_id"]}, {"required": ["user_id"]}],
+        "anyOf": [{"required": ["request_id"]}, {"required": ["user_id", "flag"]}],
         "not": {"required": ["outcomes"]},
         "properties": {
-            "metric": {"type": "string", "minLength": 1},
+            "metric": {"type": "string", "minLength": 1, "maxLength": 200},
             "value": {"type": ["number", "boolean"]},
-            "request_id": ref,
+            "request_id": {**ref, "maxLength": 64},
             "user_id": ref,
             "flag": {"type": "string", "maxLength": 200},
-            "ts": {"type": "number", "description": "Epoch seconds; now when absent"},
+            "ts": {"type": "number", "minimum": 0, "description": "Epoch seconds; now if absent"},
         },
     }
 
@@ -303,7 +330,7 @@ def _readiness() -> dict[str, Any]:
         "type": "object",
         "required": ["status", "flags_loaded", "mode", "flags", "bentos"],
         "properties": {
-            "status": {"enum": ["ready", "not_ready"]},
+            "status": {"enum": ["ready", "degraded", "not_ready"]},
             "flags_loaded": {"type": "boolean"},
             "mode": {"enum": ["embedded", "server"]},
             "flags": {"type": "array", "items": {"type": "string"}},
@@ -317,5 +344,10 @@ def _readiness() -> dict[str, Any]:
             },
             "event_queue_depth": {"type": "integer"},
             "shadow_queue_depth": {"type": "integer"},
+            "event_store": {
+                "type": "object",
+                "description": "failing while writes fail; events then go to the spill file",
+                "properties": {"status": {"enum": ["ok", "failing"]}},
+            },
         },
     }

@@ -22,7 +22,8 @@ from service.serving.forwarding import BentoCallFailed, BentoForwarder, BentoRep
 from service.serving.metrics import CIRCUIT_VALUES, SelectorMetrics
 from service.serving.routing import FALLBACK, RoutingDecision, decide
 from service.serving.shadow import ShadowCopy, ShadowMirror, score
-from service.store.events import EventWriter, Exposure, Outcome, create_engine
+from service.store.events import Exposure, Outcome, create_engine
+from service.store.writer import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,10 @@ class Selector:
             EventWriter(
                 create_engine(settings.event_store_url),
                 settings.event_batch_size,
-                dead_letter=settings.data_dir / "events-dead-letter.jsonl",
+                spill_dir=settings.spill_dir,
+                dead_letter=settings.dead_letter_file,
+                queue_size=settings.event_queue_size,
+                retry_seconds=settings.store_retry_seconds,
             ),
         )
         selector.flags.start()
@@ -238,6 +242,7 @@ class Selector:
             },
             "event_queue_depth": self.events.depth,
             "shadow_queue_depth": self.shadows.depth,
+            "event_store": self.events.health().as_dict(),
         }
 
     def answering_bento(self) -> str | None:
@@ -252,6 +257,7 @@ class Selector:
         self.metrics.shadow_queue_depth.set(self.shadows.depth)
         self.metrics.events_dropped.labels("dead_letter").set(self.events.dead_lettered)
         self.metrics.events_dropped.labels("lost").set(self.events.dropped)
+        self.metrics.events_dropped.labels("spilled").set(self.events.spilled)
         for tag in self.catalog.endpoints:
             state = self.breakers.state(tag)
             self.metrics.circuit_state.labels(tag).set(CIRCUIT_VALUES[state])

@@ -19,7 +19,8 @@ from typing import Any
 from service.serving.catalog import BentoCatalog
 from service.serving.forwarding import BentoCallFailed, BentoForwarder, BentoRejected, BentoReply
 from service.serving.metrics import SelectorMetrics
-from service.store.events import EventWriter, Exposure
+from service.store.events import Exposure, new_event_id
+from service.store.writer import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class ShadowMirror:
                 fallback=False,
                 error=error,
                 ts=time.time(),
+                event_id=new_event_id(),  # an event of its own (ids are unique per table)
             )
         )
         self._count(copy, reply)

@@ -1,25 +1,31 @@
-"""The event store: every routing decision (exposure) and every outcome, batched in the background.
+"""The event store's schema: every routing decision (exposure) and every outcome.
 
-Requests only append to an in-memory queue; one writer thread inserts in batches, so logging
-never blocks the request path. `close()` drains the queue, so nothing buffered is lost on a
-graceful shutdown. SQLite by default, PostgreSQL (or any SQLAlchemy URL) when configured.
+Every event carries an `event_id` made when it happened, unique in its table, so an event
+written twice (replayed from the spill file, say) is stored once. The writer that fills these
+tables in the background is `service.store.writer`; the spill file and its replay are
+`service.store.spill`. SQLite by default, PostgreSQL (or any SQLAlchemy URL) when configured.
 The notebooks read only these two tables.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import queue
-import threading
+import os
+import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-log = logging.getLogger(__name__)
+from service.config import Settings
+from service.store.retention import is_partitioned
+
+# Lengths the columns hold; the HTTP API refuses longer values (service.serving.limits).
+REQUEST_ID_LENGTH = 64
+NAME_LENGTH = 200  # flags, users, sessions, variants, bentos, metrics
+LABEL_LENGTH = 100  # region, segment, reason, environment
+EVENT_ID_LENGTH = 32
 
 metadata = sa.MetaData()
 
@@ -46,6 +52,8 @@ exposures = sa.Table(
     sa.Column("shadow", sa.Boolean, nullable=False, default=False),
     sa.Column("fallback", sa.Boolean, nullable=False, default=False),
     sa.Column("error", sa.Text),
+    sa.Column("event_id", sa.String(EVENT_ID_LENGTH)),
+    sa.Index("ux_exposures_event_id", "event_id", unique=True),
 )
 
 outcomes = sa.Table(
@@ -58,7 +66,15 @@ outcomes = sa.Table(
     sa.Column("flag", sa.String(200), index=True),
     sa.Column("metric", sa.String(200), nullable=False),
     sa.Column("value", sa.Float, nullable=False),
+    sa.Column("event_id", sa.String(EVENT_ID_LENGTH)),
+    sa.Index("ux_outcomes_event_id", "event_id", unique=True),
 )
+
+
+def new_event_id() -> str:
+    """A unique id (uuid4-sized hex). Not secret: `random`, seeded from urandom per process,
+    is far cheaper than uuid4() on the request path (see serving.api.request_id)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 @dataclass
@@ -84,6 +100,7 @@ class Exposure:
     fallback: bool = False
     error: str | None = None
     ts: float = field(default_factory=time.time)
+    event_id: str = field(default_factory=new_event_id)
 
 
 @dataclass
@@ -96,13 +113,28 @@ class Outcome:
     user_id: str | None = None
     flag: str | None = None
     ts: float = field(default_factory=time.time)
+    event_id: str = field(default_factory=new_event_id)
+
+
+def store_url(env_name: str | None, settings: Settings | None = None) -> str:
+    """The event store's URL from the environment variable `env_name`, else the settings'.
+
+    Reports are given the variable's name instead of the URL, so no password is ever written
+    into an executed notebook.
+    """
+    if env_name and os.environ.get(env_name):
+        return os.environ[env_name]
+    return (settings or Settings.load()).event_store_url
 
 
 def create_engine(url: str) -> sa.Engine:
     """An engine with the tables created; SQLite in WAL mode so readers never block the writer."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    # A PostgreSQL that does not answer must fail a write in seconds, not hang the writer past
+    # the worker's graceful timeout (events are spilled to disk instead).
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     _create_schema(engine)
@@ -143,6 +175,10 @@ def _add_missing_columns(engine: sa.Engine) -> None:
                     conn.execute(
                         sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
                     )
+            for index in table.indexes:  # new indexes on old tables (create_all skips them)
+                # A partitioned table's unique keys must hold `ts`: its migrations own them.
+                if not (index.unique and is_partitioned(conn, table.name)):
+                    index.create(conn, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -151,128 +187,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-_STOP = object()
-
-
-class EventWriter:
-    """Appends events from any thread; a background thread writes them in batches.
-
-    Never raises into the request path. A failed batch is retried (with back-off) rather
-    than dropped, so a database blip delays events but does not lose them.
-    """
-
-    def __init__(
-        self, engine: sa.Engine, batch_size: int = 500, dead_letter: Path | None = None
-    ) -> None:
-        self.engine = engine
-        self.batch_size = batch_size
-        self.dead_letter = dead_letter
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._written = 0
-        # Refused by the store: kept in the dead-letter file for replay, or lost without one.
-        self.dead_lettered = 0
-        self.dropped = 0
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-        self._thread.start()
-
-    def record(self, event: Exposure | Outcome) -> None:
-        """Queue one event; returns at once."""
-        self._queue.put(event)
-
-    @property
-    def depth(self) -> int:
-        return self._queue.qsize()
-
-    @property
-    def written(self) -> int:
-        return self._written
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Write everything still queued, then stop the writer thread."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error(
-                "event writer did not drain within %.0fs; %d events pending", timeout, self.depth
-            )
-
-    def flush(self, timeout: float = 30.0) -> None:
-        """Block until everything queued so far is written (for tests and the simulator)."""
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait(timeout)
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, markers, stopping = self._take_batch()
-            if batch:
-                self._write(batch)
-            for marker in markers:
-                marker.set()
-
-    def _take_batch(self) -> tuple[list[Exposure | Outcome], list[threading.Event], bool]:
-        """Block for the first item, then take whatever else is already queued.
-
-        Under load events pile up while a batch is being written, so batches grow by
-        themselves; when idle, a single event is written at once.
-        """
-        items = [self._queue.get()]
-        while len(items) < self.batch_size:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        batch = [i for i in items if isinstance(i, Exposure | Outcome)]
-        markers = [i for i in items if isinstance(i, threading.Event)]
-        return batch, markers, any(i is _STOP for i in items)
-
-    def _write(self, batch: list[Exposure | Outcome]) -> None:
-        """Insert a batch. A lost connection is retried with back-off; any other failure
-        (the store refusing these rows) sends the batch to the dead-letter file instead, so
-        one bad batch neither loses events nor wedges the writer."""
-        rows_by_table: dict[sa.Table, list[dict[str, Any]]] = {exposures: [], outcomes: []}
-        for event in batch:
-            table = exposures if isinstance(event, Exposure) else outcomes
-            rows_by_table[table].append(asdict(event))
-        delay = 0.1
-        while True:
-            try:
-                with self.engine.begin() as conn:
-                    for table, rows in rows_by_table.items():
-                        if rows:
-                            conn.execute(table.insert(), rows)
-                self._written += len(batch)
-                return
-            except sa.exc.OperationalError:
-                log.exception("writing %d events failed; retrying in %.1fs", len(batch), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                if len(batch) > 1:  # find the refused rows; write the others
-                    for event in batch:
-                        self._write([event])
-                    return
-                log.exception("the event store refused an event")
-                self._dead_letter(rows_by_table)
-                return
-
-    def _dead_letter(self, rows_by_table: dict[sa.Table, list[dict[str, Any]]]) -> None:
-        count = sum(map(len, rows_by_table.values()))
-        if self.dead_letter is None:
-            self.dropped += count
-            log.error("no dead-letter file configured; %d events dropped", count)
-            return
-        self.dead_lettered += count
-        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
-        with self.dead_letter.open("a", encoding="utf-8") as out:
-            for table, rows in rows_by_table.items():
-                for row in rows:
-                    out.write(json.dumps({"table": table.name, **row}, default=str) + "\n")
-        log.error("events written to %s for replay", self.dead_letter)

@@ -1,6 +1,10 @@
 """A bounded schemathesis run against /openapi.json: the selector in-process (WSGI) on the repo's
 flags, forwarding to real `bentoml serve` bentos. No 5xx, no answer outside the document.
 
+Authenticated: every keyed operation is required (ROLLOUT_REQUIRE_KEYS=predict, a protected
+/metrics, outcomes keyed because a key exists) and the run sends a key with every scope; the
+same operations without a key answer 401, with a key lacking the scope 403.
+
 Each operation gets a fixed number of generated cases (hypothesis, no deadline), so the run is
 bounded in requests rather than in wall time.
 """
@@ -20,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.serving.app import create_app
+from service.serving.keys import KeyFile
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +38,37 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def selector_app(tmp_path_factory, bento_urls) -> Iterator[Flask]:
+def keys(tmp_path_factory) -> dict[str, str]:
+    keys_file = KeyFile(tmp_path_factory.mktemp("keys") / "api-keys")
+    return {
+        "all": keys_file.create("all", ("outcomes", "predict", "metrics")),
+        "operate": keys_file.create("operate-only", ("operate",)),
+        "file": str(keys_file.path),
+    }
+
+
+@pytest.fixture(scope="module")
+def selector_app(tmp_path_factory, bento_urls, keys) -> Iterator[Flask]:
     data_dir = tmp_path_factory.mktemp("schemathesis")
-    app = create_app({"data_dir": data_dir, "bento_urls": bento_urls, "unleash_url": None})
+    app = create_app(
+        {
+            "data_dir": data_dir,
+            "bento_urls": bento_urls,
+            "unleash_url": None,
+            "api_keys_file": keys["file"],
+            "require_keys": "predict",
+            "protect_metrics": True,
+        }
+    )
+    # One process: an exposure it served is known at once, no other worker to wait for.
+    app.extensions["outcome_check"].grace = 0
     yield app
     app.extensions["selector"].close()
 
 
-def test_every_operation_keeps_its_documented_contract(selector_app) -> None:
+def test_every_operation_keeps_its_documented_contract(selector_app, keys) -> None:
     schema = schemathesis.openapi.from_wsgi("/openapi.json", selector_app)
+    auth = {"Authorization": f"Bearer {keys['all']}"}
     operations = [result.ok() for result in schema.get_all_operations()]
     # Every route but /openapi.json itself, which schemathesis does not test against itself.
     assert len(operations) == 6
@@ -55,7 +82,7 @@ def test_every_operation_keeps_its_documented_contract(selector_app) -> None:
             database=None,
         )
         def keeps_contract(case: schemathesis.Case) -> None:
-            case.call_and_validate(checks=CHECKS)
+            case.call_and_validate(checks=CHECKS, headers=auth)
 
         keeps_contract()
     # Generated requests did reach the bentos, not only the error paths.
@@ -72,3 +99,22 @@ def served(app: Flask, status: str) -> float:
         for sample in metric.samples
         if sample.name == "selector_requests_total" and sample.labels["status"] == status
     )
+
+
+def test_keyed_operations_refuse_a_missing_unknown_or_wrong_scope_key(selector_app, keys) -> None:
+    client = selector_app.test_client()
+    calls = {
+        "/v1/models/churn-model/predict": {"json": {"context": {}, "inputs": []}},
+        "/v1/models/churn-model/resolve?userId=u1": {},
+        "/v1/outcomes": {"json": {"metric": "retained", "value": 1, "request_id": "r1"}},
+        "/metrics": {},
+    }
+    for path, kwargs in calls.items():
+        call = client.get if "resolve" in path or path == "/metrics" else client.post
+        missing = call(path, **kwargs)
+        unknown = call(path, headers={"Authorization": "Bearer rk_not-a-key"}, **kwargs)
+        wrong = call(path, headers={"Authorization": f"Bearer {keys['operate']}"}, **kwargs)
+        assert (missing.status_code, unknown.status_code, wrong.status_code) == (401, 401, 403)
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        assert missing.json["error"]["code"] == "unauthorized"
+        assert "rk_not-a-key" not in unknown.get_data(as_text=True)

@@ -197,7 +197,12 @@ def test_resolve_maps_query_parameters_to_the_unleash_context(client) -> None:
 
 
 def test_outcomes_one_or_a_batch(app, client) -> None:
-    one = client.post("/v1/outcomes", json={"metric": "retained", "value": True, "user_id": "u1"})
+    for request_id in ("r1", "r2"):  # outcomes must join exposures the selector served
+        assert predict(client, headers={"X-Request-ID": request_id}).status_code == 200
+    one = client.post(
+        "/v1/outcomes",
+        json={"metric": "retained", "value": True, "user_id": "u1", "flag": "churn-model"},
+    )
     batch = client.post(
         "/v1/outcomes",
         json={
@@ -220,15 +225,20 @@ def test_outcomes_one_or_a_batch(app, client) -> None:
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        pytest.param({"value": 1, "user_id": "u"}, "outcomes[0].metric", id="no-metric"),
+        pytest.param({"value": 1, "request_id": "r"}, "outcomes[0].metric", id="no-metric"),
         pytest.param(
-            {"metric": "m", "value": "yes", "user_id": "u"},
+            {"metric": "m", "value": "yes", "request_id": "r"},
             "outcomes[0].value",
             id="value-not-number",
         ),
-        pytest.param({"metric": "m", "value": 1}, "request_id or user_id", id="no-join-key"),
         pytest.param(
-            [{"metric": "m", "value": 1, "user_id": "u"}, {"metric": "m"}],
+            {"metric": "m", "value": 1}, "request_id, or user_id and flag", id="no-join-key"
+        ),
+        pytest.param(
+            {"metric": "m", "value": 1, "user_id": "u"}, "user_id and flag", id="user-no-flag"
+        ),
+        pytest.param(
+            [{"metric": "m", "value": 1, "request_id": "r"}, {"metric": "m"}],
             "outcomes[1].value",
             id="second-item-bad",
         ),

@@ -25,7 +25,8 @@ from service.flags.audit import AuditStore
 from service.flags.definitions import load_flags
 from service.flags.documents import flag_doc
 from service.rollout.decisions import PENDING
-from service.store.events import EventWriter, Exposure, Outcome, create_engine
+from service.store.events import Exposure, Outcome, create_engine
+from service.store.writer import EventWriter
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "<script>alert(1)</script>"

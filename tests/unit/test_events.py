@@ -6,7 +6,8 @@ import threading
 
 import sqlalchemy as sa
 
-from service.store.events import EventWriter, Exposure, Outcome, create_engine, exposures, outcomes
+from service.store.events import Exposure, Outcome, create_engine, exposures, outcomes
+from service.store.writer import EventWriter
 
 
 def exposure(i: int) -> Exposure:
@@ -59,6 +60,7 @@ def test_a_failed_write_is_retried_not_dropped(tmp_path) -> None:
 
     engine.begin = flaky_begin  # type: ignore[method-assign]
     writer.record(exposure(1))
+    writer.flush()  # retried while running (at close, a failing store is spilled at once)
     writer.close()
     assert failures == [1]
     assert count(engine, exposures) == 1

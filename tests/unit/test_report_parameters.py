@@ -57,7 +57,7 @@ def _optional(spec: tuple[Parameter, ...]) -> dict[str, object]:
 def test_cli_options_are_the_declared_ones(_notebook, spec, command) -> None:
     click_command = main.commands["report"].commands[command]
     options = {p.name for p in click_command.params}
-    assert options == {p.name for p in spec if p.option} | {"window", "timeout"}
+    assert options == {p.name for p in spec if p.option} | {"window", "timeout", "event_store_url"}
 
 
 def test_an_unknown_parameter_is_refused_by_name() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import uuid
@@ -10,6 +11,8 @@ from typing import Any
 from flask import current_app, request
 
 from service.errors import BadRequest, UnsupportedMediaType
+from service.serving.keys import Access, ApiKey
+from service.serving.limits import MAX_DEPTH, check_tree
 from service.serving.selector import Selector
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -20,16 +23,31 @@ def selector() -> Selector:
     return selector
 
 
+def authorize(scope: str) -> ApiKey | None:
+    """The caller's key when this call needs `scope` (401/403 otherwise), else None."""
+    access: Access = current_app.extensions["access"]
+    return access.authorize(scope, request.headers.get("Authorization"))
+
+
 def json_body() -> Any:
-    """The request's JSON body; 415 for another content type, 400 when it does not parse."""
+    """The request's JSON body: 415 for another content type, 400 when it does not parse,
+    nests deeper than MAX_DEPTH or holds NaN/Infinity (naming the field)."""
     if not request.is_json:
         raise UnsupportedMediaType(
             f"send JSON with Content-Type: application/json (got '{request.content_type}')"
         )
-    body = request.get_json(silent=True)
-    if body is None:
-        raise BadRequest("the body is not valid JSON")
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except RecursionError as exc:
+        raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels") from exc
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON ({_reason(exc)})") from exc
+    check_tree(body)
     return body
+
+
+def _reason(exc: ValueError) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else "unparseable"
 
 
 def request_id() -> str:

@@ -1,4 +1,4 @@
-"""GET /healthz (the process is up) and GET /readyz (flags loaded, a bento answers)."""
+"""GET /healthz (the process is up) and GET /readyz (flags loaded, a bento answers, the store)."""
 
 from __future__ import annotations
 
@@ -23,5 +23,10 @@ def readyz() -> Any:
     # Known bentos are not enough: after `make demo` the catalog names bentos that are gone.
     answering = current.answering_bento() if state["flags_loaded"] else None
     ready = state["flags_loaded"] and answering is not None
-    body = {"status": "ready" if ready else "not_ready", **state, "answering_bento": answering}
-    return body, 200 if ready else 503
+    # A failing store does not stop serving (events go to the spill file), so by default it is
+    # reported, not a 503: a balancer would otherwise take every replica out at once.
+    store_failing = state["event_store"]["failing"]
+    if store_failing and current.settings.ready_requires_store:
+        ready = False
+    status = "not_ready" if not ready else "degraded" if store_failing else "ready"
+    return {"status": status, **state, "answering_bento": answering}, 200 if ready else 503

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from service.serving import openapi
-from service.serving.api import selector
+from service.serving.api import authorize, selector
 from service.serving.metrics import exposition
 
 bp = Blueprint("meta", __name__)
@@ -15,6 +15,7 @@ bp = Blueprint("meta", __name__)
 
 @bp.get("/metrics")
 def metrics() -> Any:
+    authorize("metrics")  # open unless ROLLOUT_PROTECT_METRICS is set
     current = selector()
     current.refresh_gauges()
     body, content_type = exposition(current.metrics)

@@ -8,13 +8,14 @@ from flask import Blueprint, request
 
 from service.errors import BadRequest
 from service.serving import context as unleash_context
-from service.serving.api import json_body, request_id, selector
+from service.serving.api import authorize, json_body, request_id, selector
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
 
 @bp.post("/<flag>/predict")
 def predict(flag: str) -> Any:
+    authorize("predict")
     body = json_body()
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with 'context' and 'inputs'")
@@ -35,5 +36,7 @@ def predict(flag: str) -> Any:
 
 @bp.get("/<flag>/resolve")
 def resolve(flag: str) -> Any:
+    # Tells which arm a user is in: keyed like predict when ROLLOUT_REQUIRE_KEYS=predict.
+    authorize("predict")
     decision = selector().resolve(flag, unleash_context.from_query(request.args))
     return decision.as_dict()
