@@ -76,7 +76,7 @@ def flag_doc(flag: FlagDefinition) -> Doc:
     doc = {
         "flag": flag.name,
         "description": flag.description,
-        "default": flag.default_bento,
+        "default": flag.default_bento or "",
         "variants": {name: tag for name, tag in flag.variants.items() if name in used},
         "environments": environments,
     }
