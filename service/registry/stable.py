@@ -28,11 +28,6 @@ from service.registry.versions import VERSIONS_FILE, UnknownBento
 STABLE_KEY = "stable"
 
 
-def family_of(tag: str) -> str:
-    """`churn` for `churn:v2` (and for a bare `churn`)."""
-    return tag.partition(":")[0]
-
-
 def stable_versions(bentos_dir: Path) -> dict[str, str]:
     """family -> its stable bento tag (e.g. `churn:v1`), for every family that declares one.
 
@@ -106,7 +101,7 @@ def promote(bentos_dir: Path, tag: str) -> str | None:
     else:  # right after model_name, where a reader of the file looks for the family's facts
         keys = list(data)
         at = keys.index("model_name") + 1 if "model_name" in keys else len(keys)
-        data.insert(at, STABLE_KEY, version, comment="the stable version: `rollout models promote`")
+        data.insert(at, STABLE_KEY, version, comment="moved by `rollout models promote`")
     out = io.StringIO()
     rt.dump(data, out)
     _replace(path, out.getvalue())
