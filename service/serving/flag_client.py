@@ -145,22 +145,33 @@ def _index(raw: str) -> dict[str, FlagRoutes]:
 class FlagClient:
     """Evaluates model flags for a context. Never raises on the request path."""
 
-    def __init__(self, settings: Settings, flag_set: FlagSet | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        flag_set: FlagSet | None = None,
+        features: dict[str, Any] | None = None,
+    ) -> None:
+        """Server mode when `settings.unleash_url` is set; else embedded, on `flag_set` compiled
+        or on a ready client-features document `features` (e.g. a server's, for tests)."""
         self.settings = settings
         self.mode = "server" if settings.unleash_url else "embedded"
         self.cache = FeatureStateCache(self._snapshot_path())
-        self._client = self._build_client(flag_set)
+        self._client = self._build_client(flag_set, features)
 
     def _snapshot_path(self) -> Path | None:
         if self.mode == "embedded":
             return None
         return self.settings.unleash_cache_dir / f"{self.settings.environment}-features.json"
 
-    def _build_client(self, flag_set: FlagSet | None) -> UnleashClient:
+    def _build_client(
+        self, flag_set: FlagSet | None, features: dict[str, Any] | None
+    ) -> UnleashClient:
         if self.mode == "embedded":
-            if flag_set is None:
+            if flag_set is not None:
+                features = client_features(flag_set, self.settings.environment)
+            if features is None:
                 raise ConfigError("embedded mode needs the flag definitions from flags/")
-            self.cache.bootstrap_from_dict(client_features(flag_set, self.settings.environment))
+            self.cache.bootstrap_from_dict(features)
             url, headers = "http://embedded.invalid/api", {}
         else:
             if not self.settings.unleash_token:

@@ -86,10 +86,10 @@ def decide(
             raise UnknownFlag(f"unknown flag '{flag}'")
         routes = FlagRoutes(flag, False, None, family, (family,), (), ())
     fallback = fallback_bento(routes, catalog.__contains__, catalog.stable, family)
-    if fallback is None:
-        raise BentoUnavailable(_no_bento(routes, catalog, family))
 
     def default(reason: str, problem: FlagMistake | None = None) -> RoutingDecision:
+        if fallback is None:  # the only configuration that cannot be served: a 503
+            raise BentoUnavailable(_no_bento(routes, catalog, family))
         detail = problem.message if problem else None
         return RoutingDecision(flag, DEFAULT_VARIANT, fallback, reason, fallback, detail, problem)
 
@@ -118,7 +118,8 @@ def decide(
             UNKNOWN_BENTO,
             FlagMistake(UNKNOWN_BENTO, where, variant.name, reading.bento, message),
         )
-    return RoutingDecision(flag, variant.name, reading.bento, STRATEGY_VARIANT, fallback)
+    # Without a fallback ("" here) a failure of this bento cannot be covered: the selector says so.
+    return RoutingDecision(flag, variant.name, reading.bento, STRATEGY_VARIANT, fallback or "")
 
 
 def _no_bento(routes: FlagRoutes, catalog: Catalog, family: str | None) -> str:

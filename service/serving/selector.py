@@ -125,7 +125,7 @@ class Selector:
         self, decision: RoutingDecision, inputs: Any, request_id: str
     ) -> tuple[BentoReply, RoutingDecision]:
         """The chosen bento, or on its failure the flag's default bento, in the same call."""
-        if decision.bento == decision.default_bento:
+        if decision.bento == decision.default_bento or not decision.default_bento:
             return self._call_default(decision, inputs, request_id, None), decision
         if not self.breakers.allow(decision.bento):
             # An open circuit: serve the default at once instead of waiting for a timeout.
