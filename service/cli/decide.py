@@ -119,7 +119,10 @@ def decide_apply(
                 Who(_actor(actor), "decide", evidence),
                 "; ".join(decision.reasons) or decision.recommendation,
                 notifier,
+                settings=settings_of(ctx),
             )
+    if chosen.action == "ship":
+        click.echo(f"stable version of {chosen.bento.partition(':')[0]}: {chosen.bento}")
     _print_diff(file_diff)
 
 

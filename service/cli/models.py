@@ -66,7 +66,7 @@ def models_list(ctx: click.Context) -> None:
                 _metric(overall.get("auc")),
                 _metric(overall.get("brier")),
                 gate_status(bento),
-                "; ".join(serving_flags(bento.tag, settings.flags_dir)) or "-",
+                "; ".join(serving_flags(bento.tag, settings.flags_dir, settings.bentos_dir)) or "-",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]

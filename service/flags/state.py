@@ -158,7 +158,8 @@ def edit_flag_file(path: Path, move: Move) -> str:
     yaml.width = 4096  # never re-wrap a line we did not change
     text = path.read_text(encoding="utf-8")
     data = yaml.load(text)
-    data["default"] = move.doc["default"]
+    if move.doc.get("default"):  # a flag without one serves the stable version: none is added
+        data["default"] = move.doc["default"]
     for env_name, env in move.doc["environments"].items():
         strategies = (data.get("environments") or {}).get(env_name, {}).get("strategies") or []
         for new in env["strategies"]:

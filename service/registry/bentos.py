@@ -16,6 +16,7 @@ import yaml
 
 from service.config import Settings
 from service.flags.definitions import load_flags
+from service.registry.stable import stable_versions
 from service.registry.versions import UnknownBento, VersionSpec
 
 
@@ -115,17 +116,19 @@ def stored_bentos(settings: Settings) -> list[StoredBento]:
     return sorted(bentos, key=lambda b: (b.family, b.created))
 
 
-def serving_flags(tag: str, flags_dir: Path) -> list[str]:
+def serving_flags(tag: str, flags_dir: Path, bentos_dir: Path | None = None) -> list[str]:
     """Where `tag` serves now, per flags/: `flag/environment (default, canary)` entries.
 
-    The default serves in every environment (flag off or no match); a variant serves where an
+    The default (the flag's explicit one, else its family's stable version declared in
+    `bentos_dir`) serves in every environment (flag off or no match); a variant serves where an
     enabled environment's strategy gives it weight.
     """
-
     found = []
+    stable = stable_versions(bentos_dir) if bentos_dir is not None else {}
     for flag in load_flags(flags_dir).flags.values():
+        default = flag.default_bento or stable.get(flag.family or "")
         for env in flag.environments.values():
-            roles = ["default"] if flag.default_bento == tag else []
+            roles = ["default"] if default == tag else []
             weighted = {
                 v for s in env.strategies if env.enabled for v, w in s.variants.items() if w
             }

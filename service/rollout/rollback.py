@@ -33,6 +33,7 @@ from service.flags.client_features import DEFAULT_VARIANT, default_variant
 from service.flags.definitions import FlagDefinition, load_flags
 from service.flags.unleash_admin import Strategy, UnleashAdmin, Variant, token_from_environment
 from service.registry.gates import failed_gates
+from service.registry.stable import stable_version
 from service.registry.versions import UnknownBento, declared_bentos
 from service.store.events import create_engine
 
@@ -153,7 +154,8 @@ def rewritten_flag(text: str, old_tags: Iterable[str], target: str) -> str:
             lines[i] = pattern.sub(target, code) + hash_ + comment
     new_text = "".join(lines)
     expected = yaml.safe_load(text)
-    expected["default"] = target
+    if "default" in expected:  # without one, the family's stable version serves
+        expected["default"] = target
     expected["variants"] = {name: target for name in expected.get("variants") or {}}
     if yaml.safe_load(new_text) != expected:
         raise RollbackError("the flag file's layout is unusual; edit default and variants by hand")
@@ -165,14 +167,17 @@ def rollback_embedded(
 ) -> tuple[Rollback, str]:
     """Rewrite flags/<flag>.yaml (unless `dry_run`); returns the rollback and the diff."""
     definition, path = flag_file(flag, settings)
-    target = choose_target(_in_order(definition), settings, to, definition.default_bento)
+    default = definition.default_bento or stable_version(
+        settings.bentos_dir, definition.family or ""
+    )
+    target = choose_target(_in_order(definition), settings, to, default)
     text = path.read_text(encoding="utf-8")
     new_text = rewritten_flag(text, definition.bentos(), target)
     diff = "".join(
         difflib.unified_diff(text.splitlines(True), new_text.splitlines(True), str(path), str(path))
     )
     before = {"default": definition.default_bento, "variants": dict(definition.variants)}
-    reason = _reason(to, target, definition.default_bento)
+    reason = _reason(to, target, default)
     done = Rollback(
         flag, target, "embedded", before, reason, [f"{path}: default and variants -> {target}"]
     )
@@ -191,7 +196,8 @@ def _reason(to: str | None, target: str, default: str | None) -> str:
 
 
 def _in_order(definition: FlagDefinition) -> list[str]:
-    return [definition.default_bento, *definition.variants.values()]
+    explicit = [definition.default_bento] if definition.default_bento else []
+    return [*explicit, *definition.variants.values()]
 
 
 def _replace(path: Path, text: str) -> None:
