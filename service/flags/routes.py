@@ -124,7 +124,9 @@ def _strategy_sites(feature: Mapping[str, Any]) -> list[VariantSite]:
     for index, strategy in enumerate(feature.get("strategies") or []):
         if not isinstance(strategy, Mapping):
             continue
-        title = str(strategy.get("title") or f"{strategy.get('name', 'strategy')}-{index + 1}")
+        # The client API (what the selector polls) leaves titles out: then the position, as the
+        # UI lists strategies in evaluation order ("#2 flexibleRollout": the second one).
+        title = str(strategy.get("title") or f"#{index + 1} {strategy.get('name', 'strategy')}")
         for variant in strategy.get("variants") or []:
             sites.append(_site(title, variant))
     return sites

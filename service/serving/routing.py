@@ -82,9 +82,10 @@ def decide(
     family = flags.family(flag)
     archived = routes is None  # gone from the feature state, but its family is remembered
     if routes is None:
-        if family is None:
+        if family is None:  # never seen: a caller's typo, not a flag to serve
             raise UnknownFlag(f"unknown flag '{flag}'")
         routes = FlagRoutes(flag, False, None, family, (family,), (), ())
+    family = family or _only_family(catalog.stable)
     fallback = fallback_bento(routes, catalog.__contains__, catalog.stable, family)
 
     def default(reason: str, problem: FlagMistake | None = None) -> RoutingDecision:
@@ -120,6 +121,12 @@ def decide(
         )
     # Without a fallback ("" here) a failure of this bento cannot be covered: the selector says so.
     return RoutingDecision(flag, variant.name, reading.bento, STRATEGY_VARIANT, fallback or "")
+
+
+def _only_family(stable: dict[str, str]) -> str | None:
+    """A flag that names no bento yet (just made in the UI, variants still to come) belongs to
+    the only model family there is, when there is one; with several it stays unknown."""
+    return next(iter(stable)) if len(stable) == 1 else None
 
 
 def _no_bento(routes: FlagRoutes, catalog: Catalog, family: str | None) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import BentoUnavailable
+from service.errors import BentoUnavailable, UnknownFlag
 from service.flags.payloads import read_payload
 from service.flags.routes import flag_routes, lint
 from service.registry.stable import promote, stable_versions
@@ -276,3 +276,16 @@ def test_mistakes_show_in_readyz_metrics_and_the_log(tmp_path, registry, flags_d
         assert "environment development" in per_request[0] and "eu-enterprise" in per_request[0]
     finally:
         app.extensions["selector"].close()
+
+
+def test_a_flag_that_names_no_bento_yet_serves_the_only_familys_stable(
+    flags, tmp_path, registry
+) -> None:
+    """Just made in the UI, no variant yet: the only family's stable bento, never a 503; a
+    flag name never seen is still a 404."""
+    bare = {**ui_flag(), "strategies": [{**ui_flag()["strategies"][1], "variants": []}]}
+    client, bentos = flags(bare), catalog(tmp_path, registry)
+    decision = decide(client, bentos, "ui-flag", ctx("u1"))
+    assert decision.bento == "churn:v1"
+    with pytest.raises(UnknownFlag):
+        decide(client, bentos, "no-such-flag", ctx("u1"))
