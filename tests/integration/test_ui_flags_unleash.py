@@ -93,7 +93,7 @@ def create_ui_flag(admin: UnleashAdmin, canary_payload: str = '{"bento": "churn:
     )
     canary = ui_variant("canary", "string", CANARY)
     admin.add_strategy("default", flag, "development", ui_strategy(flag, "thirty", 30, canary, []))
-    admin.set_environment_enabled("default", flag, "development", True)
+    admin.set_environment_enabled("default", flag, "development", True)  # last, as a person does
     assert admin.get_feature_variants("default", flag, "development") == []
     return flag
 
@@ -231,14 +231,17 @@ def test_a_ui_made_flag_routes_exactly_as_the_sdk_decides_and_the_kill_switch_ne
         "the flag in the oracle",
     )
     wait_for(
-        lambda: (
+        # Every worker (a fresh connection per request): the flag is switched on only after its
+        # strategies exist, so routing the probe to the canary means the final state.
+        lambda: all(
             http.get(f"/v1/models/{flag}/resolve", userId=eu[0], region=eu[1], segment=eu[2])[
                 1
             ].get("bento")
             == CANARY
+            for _ in range(20)
         ),
         DEADLINE,
-        "the flag in the selector",
+        "the flag in every worker",
     )
 
     first = {}
@@ -299,7 +302,7 @@ def test_an_unknown_tag_is_logged_counted_listed_and_linted(
         )
         return status == 200 and body["reason"] == "unknown_bento"
 
-    wait_for(routed_around, DEADLINE, "the flag naming churn:v3 in the selector")
+    wait_for(lambda: all(routed_around() for _ in range(20)), DEADLINE, "churn:v3 in every worker")
     body = http.resolve(flag, "u1", "eu", "enterprise")
     assert (body["variant"], body["bento"]) == ("default", STABLE)
 
