@@ -28,6 +28,7 @@ from service.config import Settings
 from service.errors import ConfigError
 from service.flags.client_features import client_features
 from service.flags.definitions import FlagSet
+from service.flags.payloads import read_payload
 from service.flags.routes import FlagRoutes, flag_routes
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,11 @@ class Variant:
     name: str
     payload: dict[str, Any] | None  # as Unleash holds it: {"type": ..., "value": ...}
     flag_enabled: bool  # False when the flag is off or no strategy matched
+
+    @property
+    def bento(self) -> str | None:
+        """The bento tag its payload names (string `churn:v2` or JSON {"bento": ...})."""
+        return read_payload(self.payload).bento
 
 
 class FeatureStateCache(BaseCache):
