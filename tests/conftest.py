@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -18,9 +19,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings that write nothing outside tmp_path and ignore the caller's environment."""
+    """Settings that write nothing outside tmp_path and ignore the caller's environment.
+
+    bentos/ is a copy: a ship or `rollout models promote` moves the stable version in it.
+    """
+    shutil.copytree(
+        REPO / "bentos", tmp_path / "settings-bentos", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return Settings.load(
         {
+            "bentos_dir": tmp_path / "settings-bentos",
             "data_dir": tmp_path / "data",
             "reports_dir": tmp_path / "reports",
             "unleash_url": None,

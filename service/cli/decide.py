@@ -87,7 +87,10 @@ def decide_apply(
                 "; ".join(decision.reasons) or decision.recommendation,
                 notifier,
                 evidence_url=url,
+                settings=settings_of(ctx),
             )
+    if chosen.action == "ship":
+        click.echo(f"stable version of {chosen.bento.partition(':')[0]}: {chosen.bento}")
     _print_diff(file_diff)
 
 

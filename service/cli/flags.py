@@ -197,6 +197,7 @@ def flags_export(
     from service.flags.export import export_context, export_flag, model_flags
     from service.flags.server_state import read_all_flags
     from service.flags.unleash_admin import admin_from_environment
+    from service.registry.stable import stable_versions
 
     directory = out or settings_of(ctx).flags_dir
     with admin_from_environment(url) as admin:
@@ -213,7 +214,8 @@ def flags_export(
         path, existing = files.get(name, (directory / f"{name}.yaml", {}))
         # Fields Unleash does not hold (e.g. `shadows`) stay as the file had them.
         local = {key: value for key, value in existing.items() if key not in doc}
-        path.write_text(export_flag({**doc, **local}), encoding="utf-8")
+        stable = stable_versions(settings_of(ctx).bentos_dir)
+        path.write_text(export_flag({**doc, **local}, stable), encoding="utf-8")
         click.echo(f"wrote {path}")
     (directory / "context.yaml").write_text(export_context(server), encoding="utf-8")
     click.echo(f"wrote {directory / 'context.yaml'}")
@@ -232,3 +234,97 @@ def _flag_files(directory: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
         if isinstance(doc, dict) and isinstance(doc.get("flag"), str):
             files[doc["flag"]] = (path, doc)
     return files
+
+
+@flags.command("lint")
+@_dir_option
+@_server_options
+@click.option(
+    "--environment",
+    default=None,
+    help="Unleash environment to check (default: ROLLOUT_ENVIRONMENT, development).",
+)
+@click.option("--embedded", is_flag=True, help="Check flags/ compiled, even with a server set.")
+@click.pass_context
+def flags_lint(
+    ctx: click.Context,
+    flags_dir: Path | None,
+    url: str | None,
+    project: str,
+    environment: str | None,
+    embedded: bool,
+) -> None:
+    """Every routing mistake in the flags, with what to change in the Unleash UI; exit 1 if any.
+
+    Reads the live server when one is set (--url, UNLEASH_ADMIN_URL or UNLEASH_URL) with the
+    admin token (UNLEASH_ADMIN_TOKEN[_FILE]) or else the backend token (UNLEASH_API_TOKEN[_FILE]);
+    otherwise flags/ as embedded mode compiles it. Tags are checked against the catalog the
+    selector routes to (ROLLOUT_BENTO_URLS and the catalog file), or the declared versions when
+    there is no catalog; stable versions come from bentos/*/versions.yaml.
+    """
+    from service.flags.routes import flag_routes, lint
+    from service.registry.stable import stable_versions
+
+    settings = settings_of(ctx)
+    env = environment or settings.environment
+    features, source = _lint_features(ctx, flags_dir, url, project, env, embedded)
+    known, where = _servable_bentos(settings)
+    stable = stable_versions(settings.bentos_dir)
+    problems = [p for f in features for p in lint(flag_routes(f), env, known, stable)]
+    for problem in problems:
+        click.echo(problem.line())
+    flagged = {p.flag for p in problems}
+    click.echo(
+        f"{len(problems)} problem(s) in {len(flagged)} of {len(features)} flag(s) "
+        f"({source}, environment {env}; bentos from {where})"
+    )
+    if problems:
+        sys.exit(1)
+
+
+def _lint_features(
+    ctx: click.Context,
+    flags_dir: Path | None,
+    url: str | None,
+    project: str,
+    environment: str,
+    embedded: bool,
+) -> tuple[list[dict[str, Any]], str]:
+    """The flags to lint, in client-features shape, and where they came from."""
+    from service.flags.client_api import client_features as read_client_api
+    from service.flags.client_features import client_features
+    from service.flags.definitions import load_flags
+    from service.flags.routes import admin_feature
+    from service.flags.server_state import read_all_flags
+    from service.flags.unleash_admin import admin_from_environment, token_from_environment
+
+    settings = settings_of(ctx)
+    server = url or os.environ.get("UNLEASH_ADMIN_URL") or settings.unleash_url
+    if embedded or not server:
+        directory = flags_dir or settings.flags_dir
+        flag_set = load_flags(directory)
+        return client_features(flag_set, environment)["features"], f"embedded, {directory}"
+    if token_from_environment("UNLEASH_ADMIN_TOKEN"):
+        with admin_from_environment(server) as admin:
+            state = read_all_flags(admin, project)
+        found = [admin_feature(f, environment) for f in state.features.values() if f is not None]
+        return found, f"{state.url}, admin API"
+    if not settings.unleash_token:
+        raise click.ClickException(
+            "no Unleash token: set UNLEASH_ADMIN_TOKEN(_FILE) or UNLEASH_API_TOKEN(_FILE), "
+            "or pass --embedded to check flags/"
+        )
+    body = read_client_api(server, settings.unleash_token)
+    return body["features"], f"{server.rstrip('/')}, client API"
+
+
+def _servable_bentos(settings: Any) -> tuple[set[str], str]:
+    """The tags the selector can route to: its catalog, else the declared versions."""
+    from service.registry.versions import declared_bentos
+    from service.serving.catalog import BentoCatalog
+
+    catalog = BentoCatalog.parse(settings.bento_urls or "").endpoints
+    catalog = {**BentoCatalog.load(settings.catalog_file).endpoints, **catalog}
+    if catalog:
+        return set(catalog), "the catalog"
+    return set(declared_bentos(settings.bentos_dir)), "bentos/*/versions.yaml"

@@ -42,19 +42,27 @@ def models_build(
 @models.command("list")
 @click.pass_context
 def models_list(ctx: click.Context) -> None:
-    """Every bento in the store: created, data, offline AUC, gate status, where it serves."""
+    """Every bento in the store: created, data, offline AUC, gate status, where it serves.
+
+    STABLE marks each family's stable version (`rollout models promote`): the bento its flags
+    serve to everyone no strategy variant matches. These tags are what a variant's payload in
+    the Unleash UI may name.
+    """
     from service.registry.bentos import stored_bentos
     from service.registry.gates import gate_status
+    from service.registry.stable import stable_versions
 
     settings = settings_of(ctx)
     where = _serving(settings)
-    header = ("TAG", "CREATED", "SNAPSHOT", "DATA", "AUC", "BRIER", "GATES", "SERVES")
+    stable = set(stable_versions(settings.bentos_dir).values())
+    header = ("TAG", "STABLE", "CREATED", "SNAPSHOT", "DATA", "AUC", "BRIER", "GATES", "SERVES")
     rows = [header]
     for bento in stored_bentos(settings):
         overall = bento.model_metadata.get("metrics", {}).get("overall", {})
         rows.append(
             (
                 bento.tag,
+                "stable" if bento.tag in stable else "-",
                 bento.created[:19].replace("T", " "),
                 bento.labels.get("snapshot", "-")[:12],
                 bento.labels.get("data_fingerprint", "-")[:12],
@@ -77,14 +85,16 @@ def _serving(settings: Any) -> Any:
     from service.flags.server_state import read_all_flags
     from service.flags.unleash_admin import admin_from_environment
     from service.registry.bentos import serving_flags, serving_in
+    from service.registry.stable import stable_versions
 
+    stable = stable_versions(settings.bentos_dir)
     if not settings.unleash_url:
-        return lambda tag: serving_flags(tag, settings.flags_dir)
+        return lambda tag: serving_flags(tag, settings.flags_dir, settings.bentos_dir)
     with admin_from_environment(settings.unleash_url) as admin:
         state = read_all_flags(admin)
     docs = [doc for name in state.features if (doc := state.doc(name)) is not None]
     progress(f"SERVES: the live flags on {state.url}")
-    return lambda tag: serving_in(tag, docs)
+    return lambda tag: serving_in(tag, docs, stable)
 
 
 def _metric(value: float | None) -> str:
@@ -107,8 +117,38 @@ def models_show(ctx: click.Context, tag: str, as_html: bool) -> None:
     if as_html:
         click.echo((bento.rollout_dir / "card.html").read_text(encoding="utf-8"))
         return
+    from service.registry.stable import stable_version
+
     click.echo(card)
     click.echo(f"## Quality gates\n\n{gate_status(bento)}  ({bento.rollout_dir / 'gates.json'})")
+    stable = stable_version(settings.bentos_dir, bento.family)
+    role = "this version" if stable == tag else (stable or "none declared")
+    click.echo(f"\n## Stable version of {bento.family}\n\n{role}  (rollout models promote)")
+
+
+@models.command("promote")
+@click.argument("tag")
+@click.pass_context
+def models_promote(ctx: click.Context, tag: str) -> None:
+    """Make TAG (e.g. churn:v2) its family's stable version.
+
+    Every flag of the family then serves TAG to users no strategy variant matches, and to
+    everyone when the flag is off (a flag's explicit `default` still wins). Recorded as
+    `stable:` in bentos/<family>/versions.yaml; running selectors pick it up within their
+    refresh interval.
+    """
+    from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
+    from service.registry.stable import promote
+
+    settings = settings_of(ctx)
+    gate = failed_gates([tag], settings).get(tag)
+    if gate and gate not in (NOT_BUILT, NOT_GATED):
+        raise click.ClickException(f"{tag} failed its quality gate '{gate}' and may not be stable")
+    previous = promote(settings.bentos_dir, tag)
+    if previous == tag:
+        click.echo(f"{tag} is already the stable version")
+    else:
+        click.echo(f"stable version: {previous or '(none)'} -> {tag}")
 
 
 @models.command("gate")

@@ -14,6 +14,7 @@ from service.config import Settings
 from service.errors import FlagDefinitionError, FlagProblem
 from service.flags.definitions import FlagDefinition, load_flags
 from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
+from service.registry.stable import stable_versions
 from service.registry.versions import declared_bentos
 
 BENTO_PORT = 3000  # what `bentoml serve` and `bentoml containerize`d images listen on
@@ -63,12 +64,15 @@ def deployment_targets(settings: Settings) -> Targets:
     """
     declared = declared_bentos(settings.bentos_dir)
     flag_set = load_flags(settings.flags_dir, known_bentos=declared)
-    tags = sorted({tag for flag in flag_set.flags.values() for tag in flag.bentos()})
+    stable = stable_versions(settings.bentos_dir)
+    tags = sorted(
+        {tag for flag in flag_set.flags.values() for _field, tag in bento_fields(flag, stable)}
+    )
     failures = failed_gates(tags, settings)
     problems = [
         FlagProblem(flag.file, flag.name, field, _refusal(tag, failures[tag]))
         for flag in flag_set.flags.values()
-        for field, tag in bento_fields(flag)
+        for field, tag in bento_fields(flag, stable)
         if tag in failures
     ]
     if problems:
@@ -77,9 +81,13 @@ def deployment_targets(settings: Settings) -> Targets:
     return Targets(tuple(BentoTarget(tag) for tag in tags), guarded)
 
 
-def bento_fields(flag: FlagDefinition) -> list[tuple[str, str]]:
-    """(field, bento tag) for every place the flag names a bento."""
-    fields = [("default", flag.default_bento)]
+def bento_fields(
+    flag: FlagDefinition, stable: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(field, bento tag) for every place the flag names a bento; without a default, the
+    family's stable version (in `stable`, family -> tag) serves, and so must be deployed."""
+    default = flag.default_bento or (stable or {}).get(flag.family or "")
+    fields = [("default", default)] if default else []
     fields += [(f"variants.{name}", tag) for name, tag in flag.variants.items()]
     fields += [(f"shadows[{i}]", tag) for i, tag in enumerate(flag.shadows)]
     return fields

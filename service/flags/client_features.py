@@ -5,8 +5,9 @@ Yggdrasil engine as a real server's state. The Admin API sync builds on the same
 
 Conventions that a person in the Unleash UI sees and can edit:
 - each strategy variant carries the bento tag it serves as a string payload;
-- the flag-level (environment) variants hold one variant named `default` whose payload is
-  the default bento, so the stable bento is visible in the UI too;
+- a flag with an explicit `default:` carries it as a flag-level (environment) variant named
+  `default` whose payload is that bento; without one (the usual case, and always for a flag
+  made in the Unleash UI) the family's stable version from the registry serves;
 - a strategy's segments are inlined as constraints (segment constraints first), exactly as
   the server's client API hands them to SDKs, so embedded mode evaluates them the same.
 - shadow bentos are flag-level variants `shadow-1`, `shadow-2`, ... (fixed weight 0, payload
@@ -48,8 +49,14 @@ def feature(
         "enabled": bool(env and env.enabled),
         "impressionData": False,
         "strategies": [client_strategy(flag, s, inline) for s in env.strategies] if env else [],
-        "variants": [default_variant(flag.default_bento), *shadow_variants(flag.shadows)],
+        "variants": flag_variants(flag.default_bento, flag.shadows),
     }
+
+
+def flag_variants(default_bento: str | None, shadows: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The flag-level variants: an explicit default (if any), then the shadows."""
+    default = [default_variant(default_bento)] if default_bento else []
+    return [*default, *shadow_variants(shadows)]
 
 
 def shadow_variants(bentos: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -141,7 +141,8 @@ class FlagDefinition:
 
     name: str
     file: str
-    default_bento: str
+    # The explicit default; None: the family's stable version (declared in the registry) serves.
+    default_bento: str | None
     variants: dict[str, str]  # variant name -> bento tag
     environments: dict[str, Environment]
     description: str = ""
@@ -150,7 +151,14 @@ class FlagDefinition:
     ramp: RampSchedule | None = None  # how `rollout decide` / `rollout guard` ramp the canary
 
     def bentos(self) -> set[str]:
-        return {self.default_bento, *self.variants.values(), *self.shadows}
+        explicit = {self.default_bento} if self.default_bento else set()
+        return {*explicit, *self.variants.values(), *self.shadows}
+
+    @property
+    def family(self) -> str | None:
+        """The model family its bentos belong to (`churn` for `churn:v2`); None if none named."""
+        tags = [self.default_bento, *self.variants.values()]
+        return next((t.partition(":")[0] for t in tags if t), None)
 
     def rollout_percent(self, environment: str, variant: str) -> float | None:
         """Percent of the users a strategy admits that it sends to `variant` (its ramp step).
@@ -366,11 +374,12 @@ class _FlagReader:
             return None
         self.flag = name
         self.unknown_keys(doc, self.FLAG_KEYS, "")
-        default = self.bento(doc.get("default"), "default")
+        # No `default`: the family's stable version (the registry's fact) serves.
+        default = self.bento(doc["default"], "default") if doc.get("default") else None
         variants = self.read_variants(doc.get("variants"))
         environments = self.read_environments(doc.get("environments"), variants)
         ramp = self.read_ramp(doc["ramp"], variants, environments) if "ramp" in doc else None
-        if default is None:
+        if default is None and doc.get("default"):
             return None
         return FlagDefinition(
             name=name,
@@ -489,7 +498,7 @@ class _FlagReader:
 
     def bento(self, tag: Any, where: str) -> str | None:
         if tag is None:
-            self.problem(where, "missing: every flag needs a default (stable) bento")
+            self.problem(where, "missing: a bento tag of the form family:version")
             return None
         if not isinstance(tag, str) or not BENTO_TAG.match(tag):
             self.problem(where, f"'{tag}' is not a bento tag of the form family:version")

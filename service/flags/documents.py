@@ -23,6 +23,7 @@ from service.flags.definitions import (
     FlagDefinition,
     Strategy,
 )
+from service.flags.payloads import read_payload
 from service.flags.unleash_admin import Feature
 
 PROJECT = "default"
@@ -76,7 +77,7 @@ def flag_doc(flag: FlagDefinition) -> Doc:
     doc = {
         "flag": flag.name,
         "description": flag.description,
-        "default": flag.default_bento,
+        "default": flag.default_bento or "",
         "variants": {name: tag for name, tag in flag.variants.items() if name in used},
         "environments": environments,
     }
@@ -119,15 +120,21 @@ def _server_strategy_doc(
     if variants:
         doc["variants"] = {v["name"]: _number(v["weight"] / 10) for v in variants}
     for variant in variants:
-        bentos[variant["name"]] = str((variant.get("payload") or {}).get("value", ""))
+        # A string `churn:v2` or JSON {"bento": "churn:v2"}: the same bento, the same document.
+        payload = variant.get("payload")
+        reading = read_payload(payload)
+        bentos[variant["name"]] = reading.bento or str((payload or {}).get("value", ""))
     return doc
 
 
 def _server_default(feature: Feature) -> str:
+    """The flag-level `default` variant's bento; "" when there is none (a flag made in the UI:
+    the family's stable version serves)."""
     for env in feature.environments:
         for variant in env.variants:
             if variant["name"] == DEFAULT_VARIANT and "payload" in variant:
-                return variant["payload"]["value"]
+                reading = read_payload(variant["payload"])
+                return reading.bento or str(variant["payload"].get("value", ""))
     return ""
 
 

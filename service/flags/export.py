@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -11,6 +12,7 @@ from service.flags.definitions import (
     CONTEXT_FILE,
 )
 from service.flags.documents import Doc, _wire_constraint_doc
+from service.flags.payloads import family_of
 from service.flags.server_state import ServerState
 
 # --- export ----------------------------------------------------------------------------------
@@ -33,9 +35,23 @@ def to_yaml(doc: Doc, header: str) -> str:
     return f"# {header}\n{body}"
 
 
-def export_flag(doc: Doc) -> str:
-    """A flag file for the server's flag; it plans to no change against that server."""
-    return to_yaml(doc, f"Exported from Unleash by `rollout flags export`: flag {doc['flag']}.")
+def export_flag(doc: Doc, stable: Mapping[str, str] | None = None) -> str:
+    """A flag file for the server's flag; it plans to no change against that server.
+
+    A flag without a flag-level default (any flag made in the Unleash UI) is written without
+    `default:`, so it keeps following its family's stable version; a comment says which that
+    is now (from `stable`, family -> tag).
+    """
+    header = f"Exported from Unleash by `rollout flags export`: flag {doc['flag']}."
+    if doc.get("default"):
+        return to_yaml(doc, header)
+    family = next((family_of(t) for t in doc["variants"].values() if t), None)
+    tag = (stable or {}).get(family or "")
+    note = (
+        f"No `default:`: everyone no strategy variant serves gets the stable version of "
+        f"'{family}' ({tag or 'none declared yet'}; `rollout models promote` moves it)."
+    )
+    return to_yaml({k: v for k, v in doc.items() if k != "default"}, f"{header}\n# {note}")
 
 
 def export_context(server: ServerState) -> str:
@@ -59,6 +75,10 @@ def export_context(server: ServerState) -> str:
 
 
 def model_flags(server: ServerState) -> dict[str, Doc]:
-    """The server's model flags (those with a default bento) as documents, by name."""
+    """The server's model flags (a default bento, or a variant naming one) as documents."""
     docs = {name: server.doc(name) for name in server.features}
-    return {name: doc for name, doc in docs.items() if doc is not None and doc["default"]}
+    return {
+        name: doc
+        for name, doc in docs.items()
+        if doc is not None and (doc["default"] or any(doc["variants"].values()))
+    }

@@ -14,8 +14,7 @@ from typing import Any, cast
 from service.errors import RolloutError
 from service.flags.client_features import (
     constraint,
-    default_variant,
-    shadow_variants,
+    flag_variants,
     strategy,
 )
 from service.flags.definitions import (
@@ -248,7 +247,7 @@ def _create_flag_change(flag: FlagDefinition, desired: Doc, project: str) -> Cha
                 )
             target.admin.set_environment_enabled(project, flag.name, env.name, env.enabled)
 
-    details = [f"default: {flag.default_bento}"] + [
+    details = [f"default: {flag.default_bento or '(the stable version)'}"] + [
         f"{env}: {'on' if doc['enabled'] else 'off'}, strategies: "
         f"{', '.join(s['name'] for s in doc['strategies']) or 'none'}"
         for env, doc in desired["environments"].items()
@@ -258,7 +257,7 @@ def _create_flag_change(flag: FlagDefinition, desired: Doc, project: str) -> Cha
 
 def _set_default(target: Target, flag: FlagDefinition, project: str) -> None:
     # The default bento and the shadows travel together as the flag-level variants.
-    variants = [default_variant(flag.default_bento), *shadow_variants(flag.shadows)]
+    variants = flag_variants(flag.default_bento, flag.shadows)
     for env in ENVIRONMENTS:
         target.admin.set_feature_variants(project, flag.name, env, cast(list[Variant], variants))
 
@@ -281,8 +280,9 @@ def _default_change(flag: FlagDefinition, actual: Doc, project: str) -> Change:
         return ", ".join(tags) or "(none)"
 
     details: list[str] = []
-    if actual["default"] != flag.default_bento:
-        details.append(f"default: {actual['default'] or '(none)'} -> {flag.default_bento}")
+    if actual["default"] != (flag.default_bento or ""):
+        new = flag.default_bento or "(none: the stable version)"
+        details.append(f"default: {actual['default'] or '(none)'} -> {new}")
     if actual.get("shadows", []) != list(flag.shadows):
         details.append(f"shadows: {show(actual.get('shadows', []))} -> {show(list(flag.shadows))}")
     return Change(f"flag {flag.name}", "update", tuple(details), write, flag.name)

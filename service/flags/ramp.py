@@ -106,7 +106,9 @@ def move(doc: Doc, schedule: RampSchedule, action: str, to_step: float | None = 
     changes: list[str] = []
     if action == "ship":
         bento = treatment_bento(doc, schedule)
-        if doc.get("default") != bento:
+        # An explicit default follows the ship; without one the registry's stable version
+        # (promoted by the caller, rollout.decisions.apply_move) serves everyone.
+        if doc.get("default") and doc.get("default") != bento:
             new["default"] = bento
             changes.append(f"default: {doc.get('default')} -> {bento}")
         target = 0.0  # everyone is on the new default; the canary strategy rests at 0

@@ -150,7 +150,8 @@ def edit_flag_file(path: Path, move: Move) -> str:
     """
 
     def change(data: CommentedMap) -> None:
-        data["default"] = move.doc["default"]
+        if move.doc.get("default"):  # without one, the stable version serves: none is added
+            data["default"] = move.doc["default"]
         for name, tag in (move.doc.get("variants") or {}).items():
             if (data.get("variants") or {}).get(name, tag) != tag:
                 data["variants"][name] = tag

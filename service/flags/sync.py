@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from service.flags.audit import AuditStore
-from service.flags.client_features import (
-    default_variant,
-)
+from service.flags.client_features import flag_variants
 from service.flags.definitions import (
     BUILTIN_CONTEXT_FIELDS,
     FlagDefinition,
@@ -94,6 +92,7 @@ def create_flag(
     env = flag.environments.get(environment)
     for spec in env.strategies if env else ():
         admin.add_strategy(project, flag.name, environment, _wire_strategy(flag, spec, target))
-    variant = cast(Variant, default_variant(flag.default_bento))
-    admin.set_feature_variants(project, flag.name, environment, [variant])
+    variants = cast(list[Variant], flag_variants(flag.default_bento, flag.shadows))
+    if variants:
+        admin.set_feature_variants(project, flag.name, environment, variants)
     admin.set_environment_enabled(project, flag.name, environment, bool(env and env.enabled))

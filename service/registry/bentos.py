@@ -8,7 +8,7 @@ removes a version so that no half-built or failed bento stays behind.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import yaml
 from service.config import Settings
 from service.flags.definitions import load_flags
 from service.flags.documents import Doc, flag_doc
+from service.registry.stable import stable_versions
 from service.registry.versions import UnknownBento, VersionSpec
 
 
@@ -117,8 +118,9 @@ def stored_bentos(settings: Settings) -> list[StoredBento]:
     return sorted(bentos, key=lambda b: (b.family, b.created))
 
 
-def serving_flags(tag: str, flags_dir: Path) -> list[str]:
-    """Where `tag` serves according to flags/ (embedded mode; see `serving_in`)."""
+def serving_flags(tag: str, flags_dir: Path, bentos_dir: Path | None = None) -> list[str]:
+    """Where `tag` serves according to flags/ (embedded mode; see `serving_in`); a flag without
+    a default serves its family's stable version, declared in `bentos_dir`."""
     flag_set = load_flags(flags_dir)
     docs = []
     for flag in flag_set.flags.values():
@@ -127,21 +129,23 @@ def serving_flags(tag: str, flags_dir: Path) -> list[str]:
         docs.append({**doc, "environments": {
             name: env for name, env in doc["environments"].items() if name in flag.environments
         }})  # fmt: skip
-    return serving_in(tag, docs)
+    return serving_in(tag, docs, stable_versions(bentos_dir) if bentos_dir is not None else {})
 
 
-def serving_in(tag: str, docs: Iterable[Doc]) -> list[str]:
+def serving_in(tag: str, docs: Iterable[Doc], stable: Mapping[str, str] | None = None) -> list[str]:
     """Where `tag` serves in these flag documents (from flags/ or read live from Unleash):
     `flag/environment (default, canary)` entries.
 
-    The default serves in every environment (flag off or no match); a variant serves where an
+    The default (the flag's explicit one, else its family's stable version declared in
+    `bentos_dir`) serves in every environment (flag off or no match); a variant serves where an
     enabled environment's strategy gives it weight.
     """
     found = []
     for doc in docs:
         variants = doc.get("variants") or {}
+        default = doc.get("default") or (stable or {}).get(_family(doc) or "")
         for name, env in (doc.get("environments") or {}).items():
-            roles = ["default"] if doc.get("default") == tag else []
+            roles = ["default"] if default == tag else []
             weighted = {
                 v
                 for s in env.get("strategies") or []
@@ -153,3 +157,9 @@ def serving_in(tag: str, docs: Iterable[Doc]) -> list[str]:
             if roles:
                 found.append(f"{doc.get('flag')}/{name} ({', '.join(roles)})")
     return found
+
+
+def _family(doc: Doc) -> str | None:
+    """The model family a flag document's bentos belong to (`churn` for `churn:v2`)."""
+    tags = [doc.get("default"), *(doc.get("variants") or {}).values()]
+    return next((t.partition(":")[0] for t in tags if isinstance(t, str) and ":" in t), None)

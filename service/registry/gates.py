@@ -45,6 +45,7 @@ from service.registry.gate_checks import (
     schema_problems,
 )
 from service.registry.lock import lock_problems
+from service.registry.stable import stable_version
 from service.registry.versions import UnknownBento, declared_bentos
 
 REPORT_FILE = "gates.json"
@@ -128,13 +129,18 @@ def failed_gates(tags: Iterable[str], settings: Settings) -> dict[str, str]:
 
 
 def flag_defaults(family: str, settings: Settings) -> dict[str, str]:
-    """flag -> its default bento, for every flag in flags/ that serves a bento of `family`."""
+    """flag -> its default bento, for every flag in flags/ that serves a bento of `family`.
+
+    A flag without an explicit `default` serves the family's stable version.
+    """
     flag_set = load_flags(settings.flags_dir)
-    return {
-        name: flag.default_bento
+    stable = stable_version(settings.bentos_dir, family)
+    defaults = {
+        name: flag.default_bento or stable
         for name, flag in flag_set.flags.items()
         if any(tag.partition(":")[0] == family for tag in flag.bentos())
     }
+    return {name: tag for name, tag in defaults.items() if tag}
 
 
 def run_gates(bento: StoredBento, url: str, settings: Settings) -> GateReport:

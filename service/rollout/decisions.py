@@ -37,6 +37,7 @@ from service.flags.ramp import (
 from service.flags.state import FlagLocation
 from service.flags.unleash_admin import UnleashAdmin
 from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
+from service.registry.stable import promote
 from service.rollout.notify import Notification, Notifier
 
 log = logging.getLogger(__name__)
@@ -301,13 +302,20 @@ def apply_move(
     why: str,
     notifier: Notifier | None = None,
     evidence_url: str | None = None,
+    settings: Settings | None = None,
 ) -> str:
     """Write `chosen`, audit it with its evidence, link and notify; returns the flags/ diff.
 
+    A ship also makes the shipped bento its family's stable version in the registry (given
+    `settings`), so every flag of the family, and this one once its canary rests, serves it.
     The link (in Unleash: a feature link next to the flag) is best effort: the change is
     made and audited whether or not it can be set.
     """
     written = location.write(chosen)
+    changes = list(chosen.changes)
+    if chosen.action == "ship" and settings is not None and chosen.bento:
+        previous = promote(settings.bentos_dir, chosen.bento)
+        changes.append(f"stable version: {previous or '(none)'} -> {chosen.bento}")
     if evidence_url:
         try:
             location.link(EVIDENCE_LINK_TITLE, evidence_url)
@@ -319,7 +327,7 @@ def apply_move(
         source=who.source,
         actor=who.actor,
         action=chosen.action,
-        what="\n".join(chosen.changes),
+        what="\n".join(changes),
         why=why,
         state=written.doc,
         evidence={**who.evidence, "from_step": chosen.from_step, "to_step": chosen.to_step},
@@ -388,5 +396,11 @@ def approve(
         why=pending.why,
     )
     return chosen, apply_move(
-        chosen, location, store, who, f"approved by {actor}: {pending.why}", notifier
+        chosen,
+        location,
+        store,
+        who,
+        f"approved by {actor}: {pending.why}",
+        notifier,
+        settings=settings,
     )

@@ -242,7 +242,7 @@ class Guard:
     def _move(self, chosen: Any, why: str, evidence: dict[str, Any]) -> None:
         who = Who(self.actor, GUARD, evidence)
         url = self._evidence_url(chosen, why, evidence)
-        apply_move(chosen, self.location, self.store, who, why, self.notifier, url)
+        apply_move(chosen, self.location, self.store, who, why, self.notifier, url, self.settings)
 
     def _evidence_url(self, chosen: Any, why: str, evidence: dict[str, Any]) -> str | None:
         """Write the evidence beside the reports (reports/<flag>/<run>-guard/evidence.json);

@@ -38,6 +38,7 @@ from service.flags.documents import flag_doc
 from service.flags.server_state import read_server
 from service.flags.unleash_admin import Strategy, UnleashAdmin, Variant, token_from_environment
 from service.registry.gates import failed_gates
+from service.registry.stable import stable_version
 from service.registry.versions import UnknownBento, declared_bentos
 from service.store.events import create_engine
 
@@ -145,7 +146,8 @@ def rewritten_flag(text: str, target: str) -> str:
     """
 
     def point_at_target(data: Any) -> None:
-        data["default"] = target
+        if "default" in data:  # without one, the family's stable version serves
+            data["default"] = target
         for name in data.get("variants") or {}:
             data["variants"][name] = target
 
@@ -157,14 +159,17 @@ def rollback_embedded(
 ) -> tuple[Rollback, str]:
     """Rewrite flags/<flag>.yaml (unless `dry_run`); returns the rollback and the diff."""
     definition, path = flag_file(flag, settings)
-    target = choose_target(_in_order(definition), settings, to, definition.default_bento)
+    default = definition.default_bento or stable_version(
+        settings.bentos_dir, definition.family or ""
+    )
+    target = choose_target(_in_order(definition), settings, to, default)
     text = path.read_text(encoding="utf-8")
     new_text = rewritten_flag(text, target)
     diff = "".join(
         difflib.unified_diff(text.splitlines(True), new_text.splitlines(True), str(path), str(path))
     )
     before = {"default": definition.default_bento, "variants": dict(definition.variants)}
-    reason = _reason(to, target, definition.default_bento)
+    reason = _reason(to, target, default)
     changes = [f"{path}: default and variants -> {target}"]
     done = Rollback(flag, target, "embedded", before, reason, changes, actor)
     if not dry_run and new_text != text:
@@ -183,7 +188,8 @@ def _reason(to: str | None, target: str, default: str | None) -> str:
 
 
 def _in_order(definition: FlagDefinition) -> list[str]:
-    return [definition.default_bento, *definition.variants.values()]
+    explicit = [definition.default_bento] if definition.default_bento else []
+    return [*explicit, *definition.variants.values()]
 
 
 # ---------------------------------------------------------------- server mode: Admin API

@@ -26,19 +26,12 @@ from UnleashClient.constants import FEATURES_URL
 from service.config import Settings
 from service.errors import ConfigError
 from service.files import write_atomically
-from service.flags.client_features import DEFAULT_VARIANT, SHADOW_PREFIX, client_features
+from service.flags.client_features import client_features
 from service.flags.definitions import FlagSet
+from service.flags.payloads import read_payload
+from service.flags.routes import FlagRoutes, flag_routes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FlagState:
-    """What the raw feature state says about one flag, beyond what `get_variant` returns."""
-
-    enabled: bool
-    default_bento: str | None
-    shadows: tuple[str, ...] = ()  # bento tags mirrored every request, in variant-name order
 
 
 @dataclass(frozen=True)
@@ -46,21 +39,30 @@ class Variant:
     """The SDK's answer for one flag and context."""
 
     name: str
-    bento: str | None  # the payload: the bento tag this variant serves
+    payload: dict[str, Any] | None  # as Unleash holds it: {"type": ..., "value": ...}
     flag_enabled: bool  # False when the flag is off or no strategy matched
+
+    @property
+    def bento(self) -> str | None:
+        """The bento tag its payload names (string `churn:v2` or JSON {"bento": ...})."""
+        return read_payload(self.payload).bento
 
 
 class FeatureStateCache(BaseCache):
     """An in-memory SDK cache that indexes each new feature state and keeps the last one on disk.
 
     The disk copy (written atomically, so several workers may share it) lets the selector start
-    and serve the last-known flags while the Unleash server is unreachable.
+    and serve the last-known flags while the Unleash server is unreachable. It also remembers
+    each flag's model family (kept beside the snapshot), so a flag archived in the UI, or one
+    whose variants no longer name any bento, still serves its family's stable bento.
     """
 
     def __init__(self, snapshot: Path | None = None) -> None:
         self._values: dict[str, Any] = {}
         self._snapshot = snapshot
-        self.flags: dict[str, FlagState] = {}
+        self.flags: dict[str, FlagRoutes] = {}
+        self.families: dict[str, str] = self._load_families()
+        self.generation = 0  # bumped with every new feature state
         self.updated = threading.Event()
 
     def bootstrap_from_dict(self, features: dict[str, Any]) -> None:
@@ -78,6 +80,8 @@ class FeatureStateCache(BaseCache):
     def set(self, key: str, value: Any) -> None:
         if key == FEATURES_URL and value != self._values.get(key):
             self.flags = _index(value)
+            self._remember_families()
+            self.generation += 1
             self._save_snapshot(value)
             self.updated.set()
         self._values[key] = value
@@ -96,63 +100,81 @@ class FeatureStateCache(BaseCache):
         self._values.clear()
 
     def _save_snapshot(self, raw: str) -> None:
-        if self._snapshot is None:
-            return
+        if self._snapshot is not None:
+            _write_atomically(self._snapshot, raw)
+
+    @property
+    def _families_file(self) -> Path | None:
+        return (
+            self._snapshot.with_name(f"{self._snapshot.stem}-families.json")
+            if self._snapshot
+            else None
+        )
+
+    def _load_families(self) -> dict[str, str]:
+        path = self._families_file
         try:
-            self._snapshot.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self._snapshot, raw)
-        except OSError:  # a snapshot is a convenience; serving must not depend on it
-            log.exception("could not save the flag snapshot to %s", self._snapshot)
+            raw = json.loads(path.read_text(encoding="utf-8")) if path else {}
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def _remember_families(self) -> None:
+        learnt = {name: r.family for name, r in self.flags.items() if r.family}
+        if all(self.families.get(name) == family for name, family in learnt.items()):
+            return
+        self.families = {**self.families, **learnt}
+        if self._families_file is not None:
+            _write_atomically(self._families_file, json.dumps(self.families, indent=1))
 
 
-def _index(raw: str) -> dict[str, FlagState]:
+def _write_atomically(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, text)
+    except OSError:  # a snapshot is a convenience; serving must not depend on it
+        log.exception("could not save %s", path)
+
+
+def _index(raw: str) -> dict[str, FlagRoutes]:
     try:
         features = json.loads(raw).get("features", [])
-    except (ValueError, AttributeError):
+        return {str(f["name"]): flag_routes(f) for f in features if isinstance(f, dict)}
+    except (ValueError, AttributeError, KeyError, TypeError):
         log.error("unreadable feature state; keeping no flag index")
         return {}
-    return {
-        f["name"]: FlagState(bool(f.get("enabled")), _default_bento(f), _shadow_bentos(f))
-        for f in features
-    }
-
-
-def _shadow_bentos(feature: dict[str, Any]) -> tuple[str, ...]:
-    variants = sorted(feature.get("variants") or [], key=lambda v: str(v.get("name")))
-    tags = (
-        (v.get("payload") or {}).get("value")
-        for v in variants
-        if str(v.get("name", "")).startswith(SHADOW_PREFIX)
-    )
-    return tuple(dict.fromkeys(t for t in tags if isinstance(t, str) and t))
-
-
-def _default_bento(feature: dict[str, Any]) -> str | None:
-    for variant in feature.get("variants") or []:
-        if variant.get("name") == DEFAULT_VARIANT:
-            return (variant.get("payload") or {}).get("value")
-    return None
 
 
 class FlagClient:
     """Evaluates model flags for a context. Never raises on the request path."""
 
-    def __init__(self, settings: Settings, flag_set: FlagSet | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        flag_set: FlagSet | None = None,
+        features: dict[str, Any] | None = None,
+    ) -> None:
+        """Server mode when `settings.unleash_url` is set; else embedded, on `flag_set` compiled
+        or on a ready client-features document `features` (e.g. a server's, for tests)."""
         self.settings = settings
         self.mode = "server" if settings.unleash_url else "embedded"
         self.cache = FeatureStateCache(self._snapshot_path())
-        self._client = self._build_client(flag_set)
+        self._client = self._build_client(flag_set, features)
 
     def _snapshot_path(self) -> Path | None:
         if self.mode == "embedded":
             return None
         return self.settings.unleash_cache_dir / f"{self.settings.environment}-features.json"
 
-    def _build_client(self, flag_set: FlagSet | None) -> UnleashClient:
+    def _build_client(
+        self, flag_set: FlagSet | None, features: dict[str, Any] | None
+    ) -> UnleashClient:
         if self.mode == "embedded":
-            if flag_set is None:
+            if flag_set is not None:
+                features = client_features(flag_set, self.settings.environment)
+            if features is None:
                 raise ConfigError("embedded mode needs the flag definitions from flags/")
-            self.cache.bootstrap_from_dict(client_features(flag_set, self.settings.environment))
+            self.cache.bootstrap_from_dict(features)
             url, headers = "http://embedded.invalid/api", {}
         else:
             if not self.settings.unleash_token:
@@ -191,17 +213,26 @@ class FlagClient:
         """True once some feature state (fetched, bootstrapped or last-known) is loaded."""
         return self.cache.exists(FEATURES_URL)
 
-    def flag(self, name: str) -> FlagState | None:
+    def flag(self, name: str) -> FlagRoutes | None:
         return self.cache.flags.get(name)
 
-    def flags(self) -> dict[str, FlagState]:
+    def flags(self) -> dict[str, FlagRoutes]:
         return dict(self.cache.flags)
+
+    def family(self, name: str) -> str | None:
+        """The flag's model family: named by its variants now, or remembered from before."""
+        routes = self.cache.flags.get(name)
+        return (routes.family if routes else None) or self.cache.families.get(name)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever a new feature state is loaded."""
+        return self.cache.generation
 
     def variant(self, flag: str, context: dict[str, Any]) -> Variant:
         result = self._client.get_variant(flag, context)
-        payload = result.get("payload") or {}
         return Variant(
             name=result.get("name", "disabled"),
-            bento=payload.get("value"),
+            payload=result.get("payload"),
             flag_enabled=bool(result.get("feature_enabled")),
         )

@@ -42,6 +42,9 @@ class SelectorMetrics:
     event_queue_depth: Gauge
     events_dropped: Gauge
     circuit_state: Gauge
+    routing: Counter
+    flag_problems: Counter
+    flag_problems_now: Gauge
 
     @classmethod
     def create(cls) -> SelectorMetrics:
@@ -124,6 +127,27 @@ class SelectorMetrics:
                 "selector_circuit_state",
                 "Each bento's circuit breaker: 0 closed, 1 half-open, 2 open.",
                 ("bento",),
+                registry=registry,
+                multiprocess_mode="max",
+            ),
+            routing=Counter(
+                "selector_routing_decisions",
+                "Routing decisions (resolve and predict), by flag and reason: strategy_variant, "
+                "flag_disabled, no_matching_strategy, unknown_bento, no_bento_in_payload, ...",
+                ("flag", "reason"),
+                registry=registry,
+            ),
+            flag_problems=Counter(
+                "selector_flag_problems",
+                "Requests routed around a mistake in the flag (served the stable bento instead), "
+                "by flag and reason.",
+                ("flag", "reason"),
+                registry=registry,
+            ),
+            flag_problems_now=Gauge(
+                "selector_flag_problems_current",
+                "Mistakes in each flag's current state (as listed in /readyz), by flag and reason.",
+                ("flag", "reason"),
                 registry=registry,
                 multiprocess_mode="max",
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.serving.contracts import InputContract
+from service.serving.routing import REASONS
 
 SCALAR = {"type": ["string", "number", "boolean"], "maxLength": 1000}
 JSON_ERRORS = (400, 404, 413, 415, 422)
@@ -252,16 +253,7 @@ def _decision() -> dict[str, Any]:
             "flag": text,
             "variant": text,
             "bento": text,
-            "reason": {
-                "enum": [
-                    "strategy_variant",
-                    "flag_disabled",
-                    "no_matching_strategy",
-                    "no_variant",
-                    "unknown_bento",
-                    "fallback_after_error",
-                ]
-            },
+            "reason": {"enum": list(REASONS)},
             "default_bento": text,
             "detail": text,
         },

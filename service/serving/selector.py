@@ -14,10 +14,11 @@ from typing import Any
 from service.config import Settings
 from service.errors import BentoUnavailable, RolloutError
 from service.flags.definitions import load_flags
-from service.serving.catalog import BentoCatalog
+from service.serving.catalog import BentoCatalog, Catalog, LiveCatalog
 from service.serving.circuit_breaker import CircuitBreakers
 from service.serving.contracts import family_of, load_contracts
 from service.serving.flag_client import FlagClient
+from service.serving.flag_health import FlagHealth
 from service.serving.forwarding import BentoCallFailed, BentoForwarder, BentoReply
 from service.serving.metrics import CIRCUIT_VALUES, SelectorMetrics
 from service.serving.routing import FALLBACK, RoutingDecision, decide
@@ -44,7 +45,7 @@ class Selector:
         self,
         settings: Settings,
         flags: FlagClient,
-        catalog: BentoCatalog,
+        catalog: Catalog,
         forwarder: BentoForwarder,
         events: EventWriter,
     ) -> None:
@@ -54,6 +55,7 @@ class Selector:
         self.forwarder = forwarder
         self.events = events
         self.metrics = SelectorMetrics.create()
+        self.health = FlagHealth(flags, catalog, self.metrics, settings.environment)
         self.breakers = CircuitBreakers(settings.circuit_failures, settings.circuit_reset_seconds)
         self.contracts = load_contracts(settings.bentos_dir)
         self.shadows = ShadowMirror(
@@ -87,7 +89,10 @@ class Selector:
         return selector
 
     def resolve(self, flag: str, context: dict[str, Any]) -> RoutingDecision:
-        return decide(self.flags, self.catalog, flag, context)
+        self.health.problems()  # a new flag state or catalog: its mistakes are logged now
+        decision = decide(self.flags, self.catalog, flag, context)
+        self.health.routed(decision)
+        return decision
 
     def predict(
         self, flag: str, context: dict[str, Any], inputs: Any, request_id: str
@@ -124,7 +129,7 @@ class Selector:
         self, decision: RoutingDecision, inputs: Any, request_id: str
     ) -> tuple[BentoReply, RoutingDecision]:
         """The chosen bento, or on its failure the flag's default bento, in the same call."""
-        if decision.bento == decision.default_bento:
+        if decision.bento == decision.default_bento or not decision.default_bento:
             return self._call_default(decision, inputs, request_id, None), decision
         if not self.breakers.allow(decision.bento):
             # An open circuit: serve the default at once instead of waiting for a timeout.
@@ -236,6 +241,7 @@ class Selector:
             "flags_loaded": self.flags.ready,
             "mode": self.flags.mode,
             "flags": sorted(self.flags.flags()),
+            **self.health.readiness(),
             "bentos": {
                 tag: {"url": url, "circuit": self.breakers.state(tag)}
                 for tag, url in self.catalog.endpoints.items()
@@ -258,6 +264,7 @@ class Selector:
         self.metrics.events_dropped.labels("dead_letter").set(self.events.dead_lettered)
         self.metrics.events_dropped.labels("lost").set(self.events.dropped)
         self.metrics.events_dropped.labels("spilled").set(self.events.spilled)
+        self.health.problems()
         for tag in self.catalog.endpoints:
             state = self.breakers.state(tag)
             self.metrics.circuit_state.labels(tag).set(CIRCUIT_VALUES[state])
@@ -270,10 +277,12 @@ class Selector:
         self.events.close()
 
 
-def _catalog(settings: Settings) -> BentoCatalog:
-    if settings.bento_urls:
-        return BentoCatalog.parse(settings.bento_urls)
-    return BentoCatalog.load(settings.catalog_file)
+def _catalog(settings: Settings) -> LiveCatalog:
+    """ROLLOUT_BENTO_URLS (fixed) over the catalog file, and the registry's stable versions."""
+    fixed = BentoCatalog.parse(settings.bento_urls or "")
+    return LiveCatalog(
+        fixed, settings.catalog_file, settings.bentos_dir, float(settings.refresh_interval)
+    )
 
 
 def _ms_since(started: float) -> float:

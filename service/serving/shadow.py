@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.serving.catalog import BentoCatalog
+from service.serving.catalog import Catalog
 from service.serving.forwarding import BentoCallFailed, BentoForwarder, BentoRejected, BentoReply
 from service.serving.metrics import SelectorMetrics
 from service.store.events import Exposure, new_event_id
@@ -41,7 +41,7 @@ class ShadowMirror:
 
     def __init__(
         self,
-        catalog: BentoCatalog,
+        catalog: Catalog,
         events: EventWriter,
         metrics: SelectorMetrics,
         *,

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from service.config import Settings
 from service.flags.audit import AuditStore
 from service.flags.definitions import load_flags
-from service.flags.sync import Who, apply
+from service.flags.sync import Who, apply, create_context_fields
 from service.flags.unleash_admin import UnleashAdmin
 from service.harness.unleash_server import UnleashServer
 from service.serving.app import create_app
@@ -213,3 +213,144 @@ def test_rollout_and_kill_switch_from_the_unleash_ui_reach_the_selector(
     }
     assert reasons == {"flag_disabled"}
     print(f"UI changes reached the selector in {ramp:.1f}s (rollout) and {kill:.1f}s (kill switch)")
+
+
+# --- a flag made entirely in the UI (issue 12) --------------------------------------------------
+
+SCREENSHOTS = REPO / "docs" / "unleash-ui"
+
+
+def shot(page: Page, name: str) -> None:
+    """A screenshot for the README's "Steering from the Unleash UI" (docs/unleash-ui/)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def create_flag_in_ui(page: Page, url: str, flag: str) -> None:
+    page.goto(f"{url}/projects/default")
+    page.get_by_role("button", name="New feature flag").first.click()
+    page.get_by_label("Feature flag name").fill(flag)
+    page.get_by_role("button", name="Create feature flag").click()
+    page.wait_for_url(lambda address: f"/features/{flag}" in address)
+
+
+def add_strategy_in_ui(
+    page: Page,
+    url: str,
+    flag: str,
+    title: str,
+    constraints: dict[str, str],
+    variants: list[tuple[str, str, str]],
+    screenshot: str,
+) -> None:
+    """A gradual rollout at 100% with `constraints` (field -> legal value) and strategy
+    variants (name, payload type, payload), as a person does it in the strategy form."""
+    page.goto(
+        f"{url}/projects/default/features/{flag}/strategies/create"
+        "?environmentId=development&strategyName=flexibleRollout&defaultStrategy=false"
+    )
+    page.locator("#title-input").fill(title)
+    page.locator("input[type=number]").fill("100")
+    page.get_by_role("tab", name="Targeting").click()
+    for field, value in constraints.items():
+        page.get_by_role("button", name="Add constraint").click()
+        page.locator("#context-field-select").last.click()
+        page.get_by_role("option", name=field, exact=True).click()
+        page.get_by_label(value, exact=True).check()
+    if constraints:
+        shot(page, f"{screenshot}-targeting")
+    page.get_by_role("tab", name="Variants").click()
+    for i, (name, kind, payload) in enumerate(variants):
+        page.get_by_role("button", name="Add variant").click()
+        page.locator("input[id^='variant-name-input']").nth(i).fill(name)
+        if kind == "json":
+            page.locator("#variant-payload-type").nth(i).click()
+            page.get_by_role("option", name="json", exact=True).click()
+            page.locator("[contenteditable=true]").last.click()
+            page.keyboard.insert_text(payload)  # no auto-closed braces or quotes
+        else:
+            page.locator("#variant-payload-value").nth(i).fill(payload)
+    shot(page, f"{screenshot}-variants")
+    page.get_by_role("button", name="Save strategy").click()
+    page.wait_for_url(lambda address: "strategies/create" not in address)
+
+
+def ui_decisions(selector: FlaskClient, flag: str, region: str, segment: str) -> list[Any]:
+    query = {"region": region, "segment": segment}
+    answers = [
+        selector.get(f"/v1/models/{flag}/resolve", query_string={"userId": u, **query})
+        for u in USERS
+    ]
+    return [(a.status_code, a.json.get("variant"), a.json.get("bento")) for a in answers]
+
+
+def test_a_flag_made_entirely_in_the_ui_routes(
+    browser: Browser,
+    unleash_server: UnleashServer,
+    unleash_admin: UnleashAdmin,
+    selector: FlaskClient,
+) -> None:
+    """Flag, segment canary (JSON payload) and A/B split (string payloads), made in the UI with no
+    flag-level variant: the selector routes each, and the kill switch sends all to churn:v1 (the
+    stable version in bentos/churn/versions.yaml)."""
+    create_context_fields(unleash_admin, load_flags(REPO / "flags"))  # region, segment
+    flag = f"ui-made-{time.monotonic_ns() % 10**8}"
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    log_in(page, unleash_server.url)
+    create_flag_in_ui(page, unleash_server.url, flag)
+    add_strategy_in_ui(
+        page,
+        unleash_server.url,
+        flag,
+        "eu-enterprise-canary",
+        {"region": "eu", "segment": "enterprise"},
+        [("canary", "json", '{"bento": "churn:v2"}')],
+        "1-canary-for-a-segment",
+    )
+    add_strategy_in_ui(
+        page,
+        unleash_server.url,
+        flag,
+        "ab-test",
+        {},
+        [("control", "string", "churn:v1"), ("treatment", "string", "churn:v2")],
+        "2-ab-split",
+    )
+    switch = page.get_by_role("switch", name="development")
+    switch.click()
+    page.get_by_text("Enabled in development").wait_for()
+    page.wait_for_function("s => s.checked", arg=switch.element_handle())
+    page.get_by_text("development", exact=True).first.click()  # show its strategies
+    page.get_by_text("eu-enterprise-canary").first.wait_for()
+    shot(page, "3-flag-enabled")
+    assert unleash_admin.get_feature_variants("default", flag, "development") == []
+
+    started = time.monotonic()
+    canary = [(200, "canary", "churn:v2")] * len(USERS)
+    wait_until(lambda: ui_decisions(selector, flag, "eu", "enterprise") == canary, "canary")
+    followed = time.monotonic() - started
+    ab = ui_decisions(selector, flag, "us", "smb")
+    assert {d[0] for d in ab} == {200}
+    assert {(v, b) for _, v, b in ab} == {("control", "churn:v1"), ("treatment", "churn:v2")}
+
+    switch_off(page, unleash_server.url, flag)
+    page.wait_for_function("s => !s.checked", arg=switch.element_handle())
+    shot(page, "4-kill-switch")
+    started = time.monotonic()
+    stable = [(200, "default", "churn:v1")] * len(USERS)
+    wait_until(
+        lambda: ui_decisions(selector, flag, "eu", "enterprise") == stable,
+        "kill switch",
+        lambda: selector.get(f"/v1/models/{flag}/resolve?userId=u1&region=eu").json,
+    )
+    kill = time.monotonic() - started
+    print(f"a UI-made flag reached the selector in {followed:.1f}s; the kill switch in {kill:.1f}s")
+
+
+def wait_until(condition: Any, what: str, seen: Any = None) -> None:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > DEADLINE_SECONDS:
+            last = seen() if seen else ""
+            raise AssertionError(f"{what}: not followed within {DEADLINE_SECONDS}s {last}")
+        time.sleep(0.1)  # between polls of our own selector, not a wait for readiness

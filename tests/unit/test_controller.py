@@ -20,6 +20,7 @@ from service.cli import main
 from service.flags.audit import AuditStore
 from service.flags.definitions import load_flags
 from service.flags.documents import flag_doc
+from service.registry.stable import stable_version
 from service.rollout.decisions import DecisionFile, DecisionRefused, plan_decision
 from service.store.events import create_engine
 
@@ -115,6 +116,9 @@ def test_ship_makes_the_treatment_the_default(embedded) -> None:
     assert shipped.exit_code == 0, shipped.output
     doc = yaml.safe_load((embedded.folder / "churn-model.yaml").read_text())
     assert doc["default"] == "churn:v2"
+    # ... and the family's stable version in the registry (issue 12)
+    assert stable_version(embedded.settings.bentos_dir, "churn") == "churn:v2"
+    assert "stable version of churn: churn:v2" in shipped.output
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,14 @@ def test_the_repository_flags_are_valid() -> None:
     assert set(flag.environments) == {"development", "production"}
 
 
+def test_a_flag_without_default_serves_its_familys_stable_version(flags_dir) -> None:
+    """No `default:` is valid: the registry's stable version of the family serves (issue 12)."""
+    flag = load_flags(flags_dir("f.yaml", GOOD.replace("default: churn:v1\n", "")), BENTOS)
+    definition = flag.flags["churn-model"]
+    assert definition.default_bento is None
+    assert definition.family == "churn"
+
+
 def test_a_valid_flag_parses_into_typed_definitions(flags_dir) -> None:
     flag = load_flags(flags_dir("f.yaml", GOOD), BENTOS).flags["churn-model"]
     strategy = flag.environments["development"].strategies[0]
@@ -67,7 +75,9 @@ def test_a_valid_flag_parses_into_typed_definitions(flags_dir) -> None:
             "unknown bento",
             id="unknown-variant-bento",
         ),
-        pytest.param("default: churn:v1\n", "", "default", "missing", id="missing-default"),
+        pytest.param(
+            "default: churn:v1", "default: 7", "default", "not a bento tag", id="bad-default"
+        ),
         pytest.param(
             "operator: IN",
             "operator: IS",
