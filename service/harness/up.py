@@ -131,7 +131,13 @@ def run_up(
         catalog.save(settings.catalog_file)
         selector_url = f"http://{HOST}:{port}"
         progress("starting the selector (embedded flags from flags/) and the console")
-        env = {**selector_env(settings, catalog), **_settings_env(settings)}
+        # A local try-out: predictions are open (the printed curl carries no key); outcomes
+        # still need a key once any exists, as everywhere.
+        env = {
+            **selector_env(settings, catalog),
+            **_settings_env(settings),
+            "ROLLOUT_REQUIRE_KEYS": "",
+        }
         selector = selector_process(port, settings.data_dir / "logs" / "selector.log", env)
         console = console_process(console_port, selector_url, settings)
         # Entered in this order, so the ExitStack stops the selector before the bentos.
