@@ -12,6 +12,7 @@ import html
 import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,9 +21,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from service.analysis.parameters import AB_PARAMETERS, VALIDATION_PARAMETERS, with_defaults
+from service.analysis.preflight import Served, check_ab_inputs, check_validation_inputs
+from service.analysis.report_context import build_context, context_json
 from service.config import Settings
 from service.errors import BadRequest, RolloutError
+from service.store.events import create_engine
 
 KERNEL_NAME = "model-rollout"
 AB_NOTEBOOK = "ab_test.ipynb"
@@ -121,6 +127,7 @@ def run_ab_report(
         timeout=timeout,
         progress=progress,
         event_store_url=event_store_url,
+        check=check_ab_inputs,
     )
 
 
@@ -148,6 +155,7 @@ def run_validation_report(
         timeout=timeout,
         progress=progress,
         event_store_url=event_store_url,
+        check=check_validation_inputs,
     )
 
 
@@ -161,18 +169,36 @@ def run_report(
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
     event_store_url: str | None = None,
+    check: InputCheck | None = None,
 ) -> ReportResult:
     """Execute `notebook` (under settings.notebooks_dir) into a new run folder and file it.
 
-    The notebook receives `parameters` plus `output_dir`, and must write `decision.json` there.
-    The event store's URL (`event_store_url`, else the settings') reaches the kernel through
-    its environment, named by the `event_store_env` parameter: never as a value in the notebook.
+    `check` (service.analysis.preflight) first refuses inputs the event store cannot answer,
+    raising ReportRefused before anything is written. The notebook receives `parameters` plus
+    `output_dir` and the report's `context` (links, the flag's words, the command), and must
+    write `decision.json` there. The event store's URL (`event_store_url`, else the settings')
+    reaches the kernel through its environment, named by the `event_store_env` parameter:
+    never as a value in the notebook.
     """
+    url = event_store_url or settings.event_store_url
+    started = datetime.now(UTC)
+    served = _checked(url, parameters, check) if check is not None else []
     output_dir = new_run_dir(settings.reports_dir, flag, kind)
     notebook_path = output_dir / "report.ipynb"
+    if "context" in parameters:
+        defaults = {p.name: p.default for p in _SPECS[kind] if p.option}
+        context = build_context(
+            settings,
+            kind=kind,
+            parameters=parameters,
+            defaults=defaults,
+            served=served,
+            output_dir=output_dir,
+            policy=with_policy,
+        )
+        parameters = {**parameters, "context": context_json(context)}
     progress(f"running {notebook} for flag '{flag}' (kernel {KERNEL_NAME}) into {output_dir}")
-    started = datetime.now(UTC)
-    with _environment(parameters["event_store_env"], event_store_url or settings.event_store_url):
+    with _environment(parameters["event_store_env"], url):
         _execute(
             settings.notebooks_dir / notebook,
             notebook_path,
@@ -189,6 +215,18 @@ def run_report(
         f"report {html_path}; index {index}"
     )
     return ReportResult(output_dir, notebook_path, html_path, decision)
+
+
+InputCheck = Callable[[sa.Engine, dict[str, Any]], list[Served]]
+_SPECS = {"ab": AB_PARAMETERS, "validation": VALIDATION_PARAMETERS}
+
+
+def _checked(url: str, parameters: dict[str, Any], check: InputCheck) -> list[Served]:
+    engine = create_engine(url)
+    try:
+        return check(engine, parameters)
+    finally:
+        engine.dispose()
 
 
 _ENVIRONMENT_LOCK = threading.Lock()
@@ -235,16 +273,18 @@ def _execute(
     from jupyter_client.kernelspec import NoSuchKernel
 
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(target),
-            parameters=parameters,
-            kernel_name=KERNEL_NAME,
-            cwd=str(cwd),
-            progress_bar=False,
-            start_timeout=KERNEL_START_TIMEOUT,
-            execution_timeout=timeout,
-        )
+        with tempfile.TemporaryDirectory(prefix="rollout-kernel-") as sockets:
+            papermill.execute_notebook(
+                str(source),
+                str(target),
+                parameters=parameters,
+                kernel_name=KERNEL_NAME,
+                cwd=str(cwd),
+                progress_bar=False,
+                start_timeout=KERNEL_START_TIMEOUT,
+                execution_timeout=timeout,
+                kernel_manager_class=_ipc_kernel_manager(Path(sockets)),
+            )
     except NoSuchKernel as exc:
         raise ReportFailed(
             f"the Jupyter kernel '{KERNEL_NAME}' is not installed; install it with "
@@ -253,6 +293,25 @@ def _execute(
         ) from exc
     except Exception as exc:  # cell errors, timeouts, a dead kernel: all end the same way
         raise ReportFailed(_failure_message(source, target, exc), _existing(target)) from exc
+
+
+def _ipc_kernel_manager(folder: Path) -> type:
+    """A kernel manager whose kernel talks over Unix sockets in `folder` (private to this
+    user), not over plaintext TCP on localhost, which any local process could connect to
+    (ipykernel warns about it on every start)."""
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return str(folder / "kernel")
+
+    return IpcKernelManager
 
 
 def _failure_message(source: Path, target: Path, exc: Exception) -> str:
