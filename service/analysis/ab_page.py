@@ -27,7 +27,7 @@ from service.analysis.svg import WIN as GREEN
 
 VERDICT_COLOURS = {WIN: GREEN, NON_INFERIOR: GREEN, LOSS: RED, INCONCLUSIVE: NEUTRAL}
 STYLE = """<style>
-.rollout-report table.results { border-collapse: collapse; font-size: 0.92rem; }
+.rollout-report table.results { border-collapse: collapse; font-size: 0.85rem; }
 .rollout-report .results th, .rollout-report .results td {
   padding: 0.3rem 0.6rem; border-bottom: 1px solid #e0e0e0; text-align: right;
   white-space: nowrap; }
@@ -35,10 +35,12 @@ STYLE = """<style>
   text-align: left; }
 .rollout-report .results td.bar { padding: 0.1rem 0.4rem; }
 .rollout-report .verdict { font-weight: 600; border-radius: 3px; padding: 0.1rem 0.4rem; }
-.rollout-report .win, .rollout-report .non-inferior { color: #137333; background: #e6f4ea; }
-.rollout-report .loss { color: #c5221f; background: #fce8e6; }
-.rollout-report .inconclusive, .rollout-report .not-measured { color: #5f6368;
+.rollout-report .verdict.win, .rollout-report .verdict.non-inferior { color: #137333;
+  background: #e6f4ea; }
+.rollout-report .verdict.loss { color: #c5221f; background: #fce8e6; }
+.rollout-report .verdict.inconclusive, .rollout-report .verdict.not-measured { color: #5f6368;
   background: #f1f3f4; }
+.rollout-report .results th { white-space: normal; vertical-align: bottom; }
 .rollout-report .role { color: #5f6368; font-size: 0.8rem; }
 .rollout-report .ci { color: #5f6368; font-size: 0.8rem; display: block; }
 .rollout-report .banner { border-left: 6px solid; padding: 0.6rem 0.9rem; margin: 0.5rem 0; }
@@ -146,7 +148,7 @@ def results_table_html(document: dict[str, Any]) -> str:
         html.escape(str(arms.get("treatment"))) + ' <span class="role">treatment</span>',
         f"Change ({level} interval)",
         "Relative change",
-        "Relative change, shared axis" + axis_labels(axis, _ticks(axis)),
+        "Interval, relative (shared axis)<br>" + axis_labels(axis, _ticks(axis)),
         "p-value",
     ]
     head += ["Chance to win", "Risk"] if bayesian else []
@@ -199,7 +201,8 @@ def _row(n: int, row: MetricRow, axis: Any, bayesian: bool) -> str:
         f'<td class="{"bar" if i == 5 else ""}">{c}</td>' for i, c in enumerate(cells)
     )
     return (
-        f'<tr class="metric {html.escape(row.role)} {css}" data-check="{html.escape(row.check)}"'
+        f'<tr class="metric {html.escape(row.role)} verdict-{css}" '
+        f'data-check="{html.escape(row.check)}"'
         f' title="{html.escape(row.method, quote=True)}">{cell_html}</tr>'
     )
 

@@ -8,7 +8,6 @@ stay thin; this module only parameterizes, executes, renders and files them.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -23,9 +22,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service.analysis.page_text import CONTENT_POLICY
 from service.analysis.parameters import AB_PARAMETERS, VALIDATION_PARAMETERS, with_defaults
 from service.analysis.preflight import Served, check_ab_inputs, check_validation_inputs
 from service.analysis.report_context import build_context, context_json
+from service.analysis.report_index import update_index
 from service.config import Settings
 from service.errors import BadRequest, RolloutError
 from service.store.events import create_engine
@@ -197,6 +198,8 @@ def run_report(
             policy=with_policy,
         )
         parameters = {**parameters, "context": context_json(context)}
+        # Beside decision.json for the flag's story page (its description, owner, hypothesis).
+        (output_dir / "context.json").write_text(context_json(context), encoding="utf-8")
     progress(f"running {notebook} for flag '{flag}' (kernel {KERNEL_NAME}) into {output_dir}")
     with _environment(parameters["event_store_env"], url):
         _execute(
@@ -208,7 +211,11 @@ def run_report(
         )
     decision = _read_decision(output_dir, notebook_path)
     html_path = render_html(notebook_path)
-    index = update_index(settings.reports_dir)
+    engine = create_engine(url)
+    try:
+        index = update_index(settings.reports_dir, engine)
+    finally:
+        engine.dispose()
     seconds = (datetime.now(UTC) - started).total_seconds()
     progress(
         f"{decision['recommendation']} (next step: {decision.get('next_step')}) in {seconds:.1f}s; "
@@ -357,15 +364,6 @@ def render_html(notebook_path: Path) -> Path:
     return html_path
 
 
-# The second line of defence behind escaping every value where it enters a page (the notebooks
-# use service.analysis.page_text and pandas' HTML escaping): a served report runs no script at
-# all, whatever slipped through. Plots are data: images; styles are inline.
-CONTENT_POLICY = (
-    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-    "img-src data:; style-src 'unsafe-inline'; font-src data:\">"
-)
-
-
 def with_policy(page: str) -> str:
     """`page` with CONTENT_POLICY first in its <head> (before anything it could govern)."""
     head = page.find("<head>")
@@ -387,77 +385,3 @@ def _without_scraps(notebook: Any) -> Any:
 def _is_scrap(output: Any) -> bool:
     data = output.get("data", {})
     return bool(data) and all(mime.startswith("application/scrapbook.scrap.") for mime in data)
-
-
-def update_index(reports_dir: Path) -> Path:
-    """Rewrite `reports_dir/index.html` from every `*/*/decision.json` under it, newest first."""
-    runs = sorted(
-        (_index_row(reports_dir, path) for path in reports_dir.glob("*/*/decision.json")),
-        key=lambda row: row["run"],
-        reverse=True,
-    )
-    rows = "\n".join(
-        "<tr><td>{flag}</td><td>{date}</td><td>{kind}</td><td class='{decision}'>{decision}"
-        "</td><td>{next_step}</td><td><a href='{link}'>{run}</a></td></tr>".format(
-            **{k: html.escape(str(v), quote=True) for k, v in row.items()}
-        )
-        for row in runs
-    )
-    index = reports_dir / "index.html"
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a reader (or a concurrent run) never sees half a file.
-    partial = index.with_name(f".index.{os.getpid()}.html")
-    partial.write_text(
-        _INDEX_PAGE.format(count=len(runs), rows=rows, policy=CONTENT_POLICY), encoding="utf-8"
-    )
-    partial.replace(index)
-    return index
-
-
-def _index_row(reports_dir: Path, decision_path: Path) -> dict[str, Any]:
-    run_dir = decision_path.parent
-    try:
-        decision = json.loads(decision_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        decision = {"recommendation": "unreadable"}
-    html_path = run_dir / "report.html"
-    link = html_path if html_path.exists() else decision_path
-    next_step = decision.get("next_step")
-    return {
-        "flag": decision.get("flag", run_dir.parent.name),
-        "date": decision.get("generated_at", ""),
-        "kind": decision.get("kind", ""),
-        "decision": decision.get("recommendation", ""),
-        "next_step": "" if next_step is None else f"{next_step}%",
-        "link": link.relative_to(reports_dir).as_posix(),
-        "run": run_dir.name,
-    }
-
-
-_INDEX_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-{policy}
-<title>Rollout reports</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
-table {{ border-collapse: collapse; }}
-th, td {{ padding: 0.3rem 0.8rem; border-bottom: 1px solid #ddd; text-align: left; }}
-.ramp, .ship, .keep {{ color: #137333; }} .rollback {{ color: #c5221f; }}
-.hold, .investigate {{ color: #b06000; }}
-</style>
-</head>
-<body>
-<h1>Rollout reports</h1>
-<p>{count} run(s), newest first.</p>
-<table>
-<thead><tr><th>Flag</th><th>Date</th><th>Analysis</th><th>Decision</th><th>Next step</th>
-<th>Report</th></tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-</body>
-</html>
-"""

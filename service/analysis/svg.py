@@ -21,7 +21,7 @@ class Axis:
 
     low: float
     high: float
-    width: int = 220
+    width: int = 160
 
     def x(self, value: float) -> float:
         span = self.high - self.low or 1.0
@@ -29,7 +29,7 @@ class Axis:
         return round((clipped - self.low) / span * self.width, 1)
 
 
-def shared_axis(values: Sequence[float | None], width: int = 220) -> Axis:
+def shared_axis(values: Sequence[float | None], width: int = 160) -> Axis:
     """An axis symmetric around zero that holds every finite value, with a little room."""
     finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
     reach = max(finite, default=0.0) * 1.1 or 0.01
