@@ -28,7 +28,7 @@ from service.analysis.preflight import Served, check_ab_inputs, check_validation
 from service.analysis.report_context import build_context, context_json
 from service.analysis.report_index import update_index
 from service.config import Settings
-from service.errors import BadRequest, RolloutError
+from service.errors import BadRequest, RolloutError, StoreUnavailable
 from service.store.events import create_engine
 
 KERNEL_NAME = "model-rollout"
@@ -229,7 +229,16 @@ _SPECS = {"ab": AB_PARAMETERS, "validation": VALIDATION_PARAMETERS}
 
 
 def _checked(url: str, parameters: dict[str, Any], check: InputCheck) -> list[Served]:
-    engine = create_engine(url)
+    """`check` on the store at `url`; StoreUnavailable (its password hidden) if it does not
+    answer, before any report folder exists."""
+    try:
+        engine = create_engine(url)
+    except sa.exc.DBAPIError as exc:
+        where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise StoreUnavailable(
+            f"the event store {where} did not answer ({type(exc.orig).__name__}); "
+            "no report was written"
+        ) from exc
     try:
         return check(engine, parameters)
     finally:
