@@ -201,7 +201,7 @@ def test_a_flag_the_store_never_saw_is_refused_before_any_notebook_runs(settings
     with pytest.raises(ReportRefused, match=r"metric 'revenue' has no outcomes.*retained"):
         report(settings, store, "churn-model", metric="revenue")
     with pytest.raises(ReportRefused, match="treatment arm 'v9' was never served"):
-        report(settings, store, "churn-model", treatment="v9")
+        run_ab_report(settings, flag="churn-model", treatment="v9", event_store_url=store)
     with pytest.raises(ReportRefused, match="holds no exposure of flag 'churn-model'"):
         report(settings, store, "churn-model", window_start="2030-01-01T00:00:00")
     after = sorted(settings.reports_dir.rglob("*")) if settings.reports_dir.exists() else []
