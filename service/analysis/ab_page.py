@@ -87,7 +87,8 @@ def banners(document: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "srm",
                 "alarm",
                 f"Sample ratio mismatch: {observed} users against an expected {expected} "
-                f"(chi-square p = {_p(srm['p_value'])}, alarm below {srm['details']['threshold']})."
+                f"(chi-square {_p_words(srm['p_value'])}, "
+                f"alarm below {srm['details']['threshold']})."
                 " Check the split the flag really serves (--expected-split), whether a variant "
                 "was renamed or its bento fell back, and whether events of one arm were dropped.",
             )
@@ -253,6 +254,10 @@ def p_text(value: float) -> str:
 
 
 _p = p_text
+
+
+def _p_words(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 # --- context ---------------------------------------------------------------------------------
