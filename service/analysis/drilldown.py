@@ -91,9 +91,9 @@ def drill_down(
         by_value = _pooled(marginal(cells, index, arms), arms)
         for value, by_arm in by_value.items():
             slices.append(_slice(dimension, value, by_arm, arms, alpha, guardrails))
-    tested = [i for i, s in enumerate(slices) if s.p_value is not None]
-    adjusted = adjust_p_values([slices[i].p_value for i in tested], "holm") if tested else []
-    for i, p in zip(tested, adjusted, strict=True):
+    tested = [(i, s.p_value) for i, s in enumerate(slices) if s.p_value is not None]
+    adjusted = adjust_p_values([p for _, p in tested], "holm") if tested else []
+    for (i, _raw), p in zip(tested, adjusted, strict=True):
         slices[i] = _with_adjusted(slices[i], p)
     return DrillDown(tuple(dimensions), slices, alpha)
 

@@ -62,7 +62,7 @@ def _primary(document: dict[str, Any], checks: dict[str, Any]) -> MetricRow | No
     decided = checks.get(primary.get("check") or "difference", difference)
     control, treatment = arms["control"]["rate"], arms["treatment"]["rate"]
     change, interval = decided["estimate"], _pair(decided["interval"])
-    relative, rel_interval = lift["estimate"], _pair(lift["interval"])
+    relative, rel_interval = (lift["estimate"], _pair(lift["interval"])) if lift else (None, None)
     chance = risk = None
     method = decided["method"]
     if decided["name"] == "cuped":

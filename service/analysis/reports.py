@@ -318,7 +318,7 @@ def _ipc_kernel_manager(folder: Path) -> type:
     from jupyter_client import AsyncKernelManager
     from traitlets import default
 
-    class IpcKernelManager(AsyncKernelManager):  # type: ignore[misc]
+    class IpcKernelManager(AsyncKernelManager):
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
