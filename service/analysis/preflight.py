@@ -72,12 +72,13 @@ def check_validation_inputs(engine: sa.Engine, params: dict[str, Any]) -> list[S
     window = _checked_window(params.get("window_start"), params.get("window_end"))
     served = inventory(engine, flag)
     bentos = sorted({s.bento for s in served if s.bento})
-    for name in ("bento", "previous"):
-        tag = params.get(name)
-        if tag and tag not in bentos:
-            raise ReportRefused(
-                f"{name} {tag!r} never served flag {flag!r}; its bentos: {_names(bentos)}"
-            )
+    # `previous` is not refused: the version replaced may have left the store (pruned, or
+    # replaced before logging began); the report then says it has nothing to compare with.
+    tag = params.get("bento")
+    if tag not in bentos:
+        raise ReportRefused(
+            f"bento {tag!r} never served flag {flag!r}; its bentos: {_names(bentos)}"
+        )
     _check_overlap(flag, window, [s for s in served if s.bento == params.get("bento")])
     _check_metrics(engine, [params["metric"]] if params.get("metric") else [])
     return served

@@ -86,7 +86,7 @@ def test_a_validation_of_a_bento_that_never_served_is_refused(tmp_path):
     populate(tmp_path)
     result = invoke(tmp_path, "validation", "--flag", "churn-model", "--bento", "churn:v7")
     assert result.exit_code == 2, result.output
-    assert "'churn:v7' never served flag 'churn-model'" in result.output
+    assert "bento 'churn:v7' never served flag 'churn-model'" in result.output
     assert "churn:v1, churn:v2" in result.output
     assert not (tmp_path / "reports").exists()
 
