@@ -25,6 +25,17 @@ class BadRequest(RolloutError):
     code = "bad_request"
 
 
+class ReportRefused(BadRequest):
+    """A report asked for something the event store does not hold (a flag, an arm, a metric)
+    or an impossible window: refused before any notebook runs, so nothing is written.
+
+    The command line exits 2 (a usage error) with the message on one `error:` line.
+    """
+
+    code = "report_refused"
+    exit_code = 2
+
+
 class Unauthorized(RolloutError):
     """No API key, or one the selector does not know (never echoed back)."""
 

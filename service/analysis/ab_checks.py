@@ -176,11 +176,37 @@ def _guardrail_row(g: GuardrailResult) -> Check:
             "margin_as_difference": test.null_value if test else None,
             "one_sided_bound": test.bound if test else None,
             "relative_lift": effect.relative_lift if effect else None,
+            "relative_lift_interval": _pair(effect.relative_lift_interval) if effect else None,
             "control": effect.control_estimate if effect else None,
             "treatment": effect.treatment_estimate if effect else None,
             "missing": g.missing,
         },
     )
+
+
+def _pair(interval: Any) -> list[float] | None:
+    return [interval.low, interval.high] if interval is not None else None
+
+
+def primary_summary(ev: Evidence, policy: DecisionPolicy) -> dict[str, Any]:
+    """How the primary metric was decided: `engine`, the deciding `check` of decision.json and
+    its decisive `p_value` (corrected across the goal metrics; for the Bayesian engine the
+    posterior's two-sided tail), and whether it was `significant` at alpha."""
+    if ev.test is None:
+        return {"engine": policy.engine, "check": None, "p_value": None, "significant": False}
+    check = "difference"
+    if ev.sequential is not None:
+        check = "sequential"
+    elif ev.bayesian is not None:
+        check = "bayesian"
+    elif ev.cuped is not None:
+        check = "cuped"
+    return {
+        "engine": policy.engine,
+        "check": check,
+        "p_value": ev.primary_p,
+        "significant": ev.primary_significant,
+    }
 
 
 def _srm_check_row(srm: SrmResult) -> Check:

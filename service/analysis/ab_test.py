@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.analysis.ab_checks import arm_rows, checks, summary_paragraph
+from service.analysis.ab_checks import arm_rows, checks, primary_summary, summary_paragraph
 from service.analysis.ab_evidence import (
     ENGINES,
     DecisionPolicy,
@@ -108,6 +108,7 @@ def decide_ab(
         reasons=verdict.reasons,
         summary=summary_paragraph(sample.flag, sample.metric, evidence, verdict),
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        primary=primary_summary(evidence, policy),
     )
 
 

@@ -59,6 +59,9 @@ class Decision:
     summary: str
     generated_at: str
     missing: list[str] = field(default_factory=list)  # inputs or data the report lacked
+    # A/B: how the primary metric was decided: the engine, the check that decided it and its
+    # decisive p-value (after the correction across goal metrics), so a reader needs no rule.
+    primary: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready `decision.json` document (NaN and infinities become null)."""

@@ -60,6 +60,11 @@ _EVENT_STORE = Parameter(
     option=False,
 )
 
+# Links and words about the rollout, gathered by the runner (service.analysis.report_context).
+_CONTEXT = Parameter(
+    "context", str, "", "JSON: the flag, cards, previous report (set by rollout).", option=False
+)
+
 AB_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("flag", str, "", "The flag under test.", required=True),
     Parameter("control", str, "control", "The control arm's variant."),
@@ -100,8 +105,15 @@ AB_PARAMETERS: tuple[Parameter, ...] = (
         minimum=1e-9,
         maximum=0.5,
     ),
+    Parameter(
+        "dimensions",
+        str,
+        "",
+        "Context fields to drill down by besides segment and region, comma-separated.",
+    ),
     Parameter("buckets", int, 20, "Points on the lift-over-time plot.", minimum=2, option=False),
     _EVENT_STORE,
+    _CONTEXT,
 )
 
 VALIDATION_PARAMETERS: tuple[Parameter, ...] = (
@@ -114,6 +126,7 @@ VALIDATION_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("max_rows", int, 200_000, "Most recent live rows read.", minimum=1),
     _EVENT_STORE,
     Parameter("data_dir", str, None, "The caller's data folder (set by rollout).", option=False),
+    _CONTEXT,
 )
 
 

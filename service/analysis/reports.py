@@ -8,10 +8,10 @@ stay thin; this module only parameterizes, executes, renders and files them.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,9 +20,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
+from service.analysis.page_text import CONTENT_POLICY
 from service.analysis.parameters import AB_PARAMETERS, VALIDATION_PARAMETERS, with_defaults
+from service.analysis.preflight import Served, check_ab_inputs, check_validation_inputs
+from service.analysis.report_context import build_context, context_json
+from service.analysis.report_index import update_index
 from service.config import Settings
-from service.errors import BadRequest, RolloutError
+from service.errors import BadRequest, RolloutError, StoreUnavailable
+from service.store.events import create_engine
 
 KERNEL_NAME = "model-rollout"
 AB_NOTEBOOK = "ab_test.ipynb"
@@ -121,6 +128,7 @@ def run_ab_report(
         timeout=timeout,
         progress=progress,
         event_store_url=event_store_url,
+        check=check_ab_inputs,
     )
 
 
@@ -148,6 +156,7 @@ def run_validation_report(
         timeout=timeout,
         progress=progress,
         event_store_url=event_store_url,
+        check=check_validation_inputs,
     )
 
 
@@ -161,18 +170,38 @@ def run_report(
     timeout: float = DEFAULT_TIMEOUT,
     progress: Callable[[str], Any] = print,
     event_store_url: str | None = None,
+    check: InputCheck | None = None,
 ) -> ReportResult:
     """Execute `notebook` (under settings.notebooks_dir) into a new run folder and file it.
 
-    The notebook receives `parameters` plus `output_dir`, and must write `decision.json` there.
-    The event store's URL (`event_store_url`, else the settings') reaches the kernel through
-    its environment, named by the `event_store_env` parameter: never as a value in the notebook.
+    `check` (service.analysis.preflight) first refuses inputs the event store cannot answer,
+    raising ReportRefused before anything is written. The notebook receives `parameters` plus
+    `output_dir` and the report's `context` (links, the flag's words, the command), and must
+    write `decision.json` there. The event store's URL (`event_store_url`, else the settings')
+    reaches the kernel through its environment, named by the `event_store_env` parameter:
+    never as a value in the notebook.
     """
+    url = event_store_url or settings.event_store_url
+    started = datetime.now(UTC)
+    served = _checked(url, parameters, check) if check is not None else []
     output_dir = new_run_dir(settings.reports_dir, flag, kind)
     notebook_path = output_dir / "report.ipynb"
+    if "context" in parameters:
+        defaults = {p.name: p.default for p in _SPECS[kind] if p.option}
+        context = build_context(
+            settings,
+            kind=kind,
+            parameters=parameters,
+            defaults=defaults,
+            served=served,
+            output_dir=output_dir,
+            policy=with_policy,
+        )
+        parameters = {**parameters, "context": context_json(context)}
+        # Beside decision.json for the flag's story page (its description, owner, hypothesis).
+        (output_dir / "context.json").write_text(context_json(context), encoding="utf-8")
     progress(f"running {notebook} for flag '{flag}' (kernel {KERNEL_NAME}) into {output_dir}")
-    started = datetime.now(UTC)
-    with _environment(parameters["event_store_env"], event_store_url or settings.event_store_url):
+    with _environment(parameters["event_store_env"], url):
         _execute(
             settings.notebooks_dir / notebook,
             notebook_path,
@@ -182,13 +211,38 @@ def run_report(
         )
     decision = _read_decision(output_dir, notebook_path)
     html_path = render_html(notebook_path)
-    index = update_index(settings.reports_dir)
+    engine = create_engine(url)
+    try:
+        index = update_index(settings.reports_dir, engine)
+    finally:
+        engine.dispose()
     seconds = (datetime.now(UTC) - started).total_seconds()
     progress(
         f"{decision['recommendation']} (next step: {decision.get('next_step')}) in {seconds:.1f}s; "
         f"report {html_path}; index {index}"
     )
     return ReportResult(output_dir, notebook_path, html_path, decision)
+
+
+InputCheck = Callable[[sa.Engine, dict[str, Any]], list[Served]]
+_SPECS = {"ab": AB_PARAMETERS, "validation": VALIDATION_PARAMETERS}
+
+
+def _checked(url: str, parameters: dict[str, Any], check: InputCheck) -> list[Served]:
+    """`check` on the store at `url`; StoreUnavailable (its password hidden) if it does not
+    answer, before any report folder exists."""
+    try:
+        engine = create_engine(url)
+    except sa.exc.DBAPIError as exc:
+        where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise StoreUnavailable(
+            f"the event store {where} did not answer ({type(exc.orig).__name__}); "
+            "no report was written"
+        ) from exc
+    try:
+        return check(engine, parameters)
+    finally:
+        engine.dispose()
 
 
 _ENVIRONMENT_LOCK = threading.Lock()
@@ -235,16 +289,18 @@ def _execute(
     from jupyter_client.kernelspec import NoSuchKernel
 
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(target),
-            parameters=parameters,
-            kernel_name=KERNEL_NAME,
-            cwd=str(cwd),
-            progress_bar=False,
-            start_timeout=KERNEL_START_TIMEOUT,
-            execution_timeout=timeout,
-        )
+        with tempfile.TemporaryDirectory(prefix="rollout-kernel-") as sockets:
+            papermill.execute_notebook(
+                str(source),
+                str(target),
+                parameters=parameters,
+                kernel_name=KERNEL_NAME,
+                cwd=str(cwd),
+                progress_bar=False,
+                start_timeout=KERNEL_START_TIMEOUT,
+                execution_timeout=timeout,
+                kernel_manager_class=_ipc_kernel_manager(Path(sockets)),
+            )
     except NoSuchKernel as exc:
         raise ReportFailed(
             f"the Jupyter kernel '{KERNEL_NAME}' is not installed; install it with "
@@ -253,6 +309,25 @@ def _execute(
         ) from exc
     except Exception as exc:  # cell errors, timeouts, a dead kernel: all end the same way
         raise ReportFailed(_failure_message(source, target, exc), _existing(target)) from exc
+
+
+def _ipc_kernel_manager(folder: Path) -> type:
+    """A kernel manager whose kernel talks over Unix sockets in `folder` (private to this
+    user), not over plaintext TCP on localhost, which any local process could connect to
+    (ipykernel warns about it on every start)."""
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return str(folder / "kernel")
+
+    return IpcKernelManager
 
 
 def _failure_message(source: Path, target: Path, exc: Exception) -> str:
@@ -298,15 +373,6 @@ def render_html(notebook_path: Path) -> Path:
     return html_path
 
 
-# The second line of defence behind escaping every value where it enters a page (the notebooks
-# use service.analysis.page_text and pandas' HTML escaping): a served report runs no script at
-# all, whatever slipped through. Plots are data: images; styles are inline.
-CONTENT_POLICY = (
-    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-    "img-src data:; style-src 'unsafe-inline'; font-src data:\">"
-)
-
-
 def with_policy(page: str) -> str:
     """`page` with CONTENT_POLICY first in its <head> (before anything it could govern)."""
     head = page.find("<head>")
@@ -328,77 +394,3 @@ def _without_scraps(notebook: Any) -> Any:
 def _is_scrap(output: Any) -> bool:
     data = output.get("data", {})
     return bool(data) and all(mime.startswith("application/scrapbook.scrap.") for mime in data)
-
-
-def update_index(reports_dir: Path) -> Path:
-    """Rewrite `reports_dir/index.html` from every `*/*/decision.json` under it, newest first."""
-    runs = sorted(
-        (_index_row(reports_dir, path) for path in reports_dir.glob("*/*/decision.json")),
-        key=lambda row: row["run"],
-        reverse=True,
-    )
-    rows = "\n".join(
-        "<tr><td>{flag}</td><td>{date}</td><td>{kind}</td><td class='{decision}'>{decision}"
-        "</td><td>{next_step}</td><td><a href='{link}'>{run}</a></td></tr>".format(
-            **{k: html.escape(str(v), quote=True) for k, v in row.items()}
-        )
-        for row in runs
-    )
-    index = reports_dir / "index.html"
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a reader (or a concurrent run) never sees half a file.
-    partial = index.with_name(f".index.{os.getpid()}.html")
-    partial.write_text(
-        _INDEX_PAGE.format(count=len(runs), rows=rows, policy=CONTENT_POLICY), encoding="utf-8"
-    )
-    partial.replace(index)
-    return index
-
-
-def _index_row(reports_dir: Path, decision_path: Path) -> dict[str, Any]:
-    run_dir = decision_path.parent
-    try:
-        decision = json.loads(decision_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        decision = {"recommendation": "unreadable"}
-    html_path = run_dir / "report.html"
-    link = html_path if html_path.exists() else decision_path
-    next_step = decision.get("next_step")
-    return {
-        "flag": decision.get("flag", run_dir.parent.name),
-        "date": decision.get("generated_at", ""),
-        "kind": decision.get("kind", ""),
-        "decision": decision.get("recommendation", ""),
-        "next_step": "" if next_step is None else f"{next_step}%",
-        "link": link.relative_to(reports_dir).as_posix(),
-        "run": run_dir.name,
-    }
-
-
-_INDEX_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-{policy}
-<title>Rollout reports</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
-table {{ border-collapse: collapse; }}
-th, td {{ padding: 0.3rem 0.8rem; border-bottom: 1px solid #ddd; text-align: left; }}
-.ramp, .ship, .keep {{ color: #137333; }} .rollback {{ color: #c5221f; }}
-.hold, .investigate {{ color: #b06000; }}
-</style>
-</head>
-<body>
-<h1>Rollout reports</h1>
-<p>{count} run(s), newest first.</p>
-<table>
-<thead><tr><th>Flag</th><th>Date</th><th>Analysis</th><th>Decision</th><th>Next step</th>
-<th>Report</th></tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-</body>
-</html>
-"""

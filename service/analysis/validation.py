@@ -441,5 +441,6 @@ def _arm_rows(ev: ValidationEvidence) -> list[dict[str, Any]]:
 
 
 def _summary(ev: ValidationEvidence, recommendation: str, reasons: list[str]) -> str:
-    why = "; ".join(reasons)
-    return f"**{recommendation.upper()}** for `{ev.bento}`. Why: {why[0].upper()}{why[1:]}."
+    """The decision, then one short line per reason (a Markdown list, not a run-on sentence)."""
+    why = "\n".join(f"- {reason[0].upper()}{reason[1:]}" for reason in reasons if reason)
+    return f"**{recommendation.upper()}** for `{ev.bento}`. Why:\n\n{why}"

@@ -63,7 +63,8 @@ def _fail(ctx: click.Context, line: str, exc: BaseException, hint: str = "") -> 
     click.echo(line, err=True)
     if hint:
         click.echo(f"hint: {hint}", err=True)
-    sys.exit(1)
+    # Most errors exit 1; a refused command line (errors.ReportRefused) says 2, as click does.
+    sys.exit(getattr(exc, "exit_code", 1))
 
 
 def debugging(ctx: click.Context) -> bool:

@@ -100,7 +100,14 @@ def report_ab(ctx: click.Context, window: str | None, **options: Any) -> None:
 
 
 # What the flag itself says when the command line does not (a cron line gives only --flag).
-_FROM_THE_FLAG = ("current_step", "ramp_steps", "control", "treatment", "expected_split")
+_FROM_THE_FLAG = (
+    "current_step",
+    "ramp_steps",
+    "control",
+    "treatment",
+    "expected_split",
+    "engine",
+)
 
 
 def _from_the_flag(ctx: click.Context, flag: str) -> dict[str, Any]:

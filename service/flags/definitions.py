@@ -114,6 +114,10 @@ GUARDRAIL_RANGES: dict[str, tuple[float, float, str, bool]] = {
 }
 
 
+# The A/B report's engines a ramp section may choose (service.analysis.ab_evidence.ENGINES).
+RAMP_ENGINES = ("frequentist", "sequential", "bayesian")
+
+
 @dataclass(frozen=True)
 class RampSchedule:
     """The `ramp:` section: which strategy carries the canary, and the steps it climbs.
@@ -133,6 +137,9 @@ class RampSchedule:
     approval: bool = False  # promotions wait for `rollout decide approve`
     metric: str = PRIMARY_METRIC
     guardrails: Guardrails = field(default_factory=Guardrails)
+    engine: str = ""  # the A/B report's default engine for this flag ("": the report's own)
+    owner: str = ""  # who answers for the rollout (shown on its reports)
+    hypothesis: str = ""  # what the treatment is expected to change, and why
 
 
 @dataclass(frozen=True)
@@ -335,6 +342,9 @@ class _FlagReader:
         "approval",
         "metric",
         "guardrails",
+        "engine",
+        "owner",
+        "hypothesis",
     }
     STRATEGY_KEYS = {"name", "rollout", "stickiness", "constraints", "variants", "segments"}
     CONSTRAINT_KEYS = {"field", "operator", "values", "inverted", "case_insensitive"}
@@ -430,6 +440,13 @@ class _FlagReader:
         if not isinstance(approval, bool):
             self.problem("ramp.approval", f"must be true or false, not {approval!r}")
         guardrails = self.read_guardrails(raw.get("guardrails", {}))
+        engine = raw.get("engine", "")
+        if engine not in ("", *RAMP_ENGINES):
+            self.problem("ramp.engine", f"must be one of {', '.join(RAMP_ENGINES)}, not {engine!r}")
+        texts = {key: raw.get(key, "") for key in ("owner", "hypothesis")}
+        for key, text in texts.items():
+            if not isinstance(text, str):
+                self.problem(f"ramp.{key}", f"must be text, not {text!r}")
         if len(self.problems) > before:
             return None
         return RampSchedule(
@@ -443,6 +460,9 @@ class _FlagReader:
             approval=approval,
             metric=str(raw.get("metric", PRIMARY_METRIC)),
             guardrails=guardrails,
+            engine=str(engine),
+            owner=str(texts["owner"]),
+            hypothesis=str(texts["hypothesis"]),
         )
 
     def read_steps(self, raw: Any) -> tuple[float, ...]:

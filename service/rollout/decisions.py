@@ -275,6 +275,7 @@ def report_defaults(definition: FlagDefinition, doc: Doc) -> dict[str, Any]:
         "control": schedule.control,
         "treatment": schedule.treatment,
         "expected_split": expected_split(doc, schedule, step),
+        **({"engine": schedule.engine} if schedule.engine else {}),
     }
 
 

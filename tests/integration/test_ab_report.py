@@ -138,7 +138,7 @@ def assert_rendered(result, flag: str) -> str:
         assert code not in _visible_text(page), code
     headline = f"<strong>{result.decision['recommendation'].upper()}</strong>"
     assert headline in page
-    assert page.index(headline) < page.index(">Arms<")  # the summary is at the top
+    assert page.index(headline) < page.index(">Results<")  # the summary is at the top
     return page
 
 
@@ -190,37 +190,60 @@ def test_no_effect_holds(settings, store):
     assert_scraps_match(result)
 
 
-def test_flag_without_events_still_renders(settings, store):
-    result = report(settings, store, "no-such-flag")
-    decision = result.decision
-    assert decision["recommendation"] == "hold"
-    assert decision["next_step"] is None
-    assert "no exposures" in decision["reasons"][0]
-    assert decision["missing"]
-    page = assert_rendered(result, "no-such-flag")
-    assert "No exposures in the window" in page
-    assert_scraps_match(result)
-    index = (settings.reports_dir / "index.html").read_text()
-    assert "no-such-flag" in index
+def test_a_flag_the_store_never_saw_is_refused_before_any_notebook_runs(settings, store):
+    from service.errors import ReportRefused
+
+    before = sorted(settings.reports_dir.rglob("*")) if settings.reports_dir.exists() else []
+    with pytest.raises(ReportRefused) as refused:
+        report(settings, store, "no-such-flag")
+    message = refused.value.message
+    assert "'no-such-flag' has no exposures" in message and "churn-model" in message
+    with pytest.raises(ReportRefused, match=r"metric 'revenue' has no outcomes.*retained"):
+        report(settings, store, "churn-model", metric="revenue")
+    with pytest.raises(ReportRefused, match="treatment arm 'v9' was never served"):
+        run_ab_report(settings, flag="churn-model", treatment="v9", event_store_url=store)
+    with pytest.raises(ReportRefused, match="holds no exposure of flag 'churn-model'"):
+        report(settings, store, "churn-model", window_start="2030-01-01T00:00:00")
+    after = sorted(settings.reports_dir.rglob("*")) if settings.reports_dir.exists() else []
+    assert after == before  # no run folder, no index row
 
 
 def test_bad_input_still_renders_and_holds_saying_what_is_missing(settings, store):
-    # One run with several problems (each case alone is covered without a kernel in
-    # tests/unit/test_decision_inputs.py): a wrong-typed alpha and an unknown metric.
-    result = report(settings, store, "churn-model", alpha="abc", metric="revenue")
+    # A wrong-typed parameter through the Python API (the command line refuses it earlier):
+    # the notebook still renders and holds, naming the value (more cases, without a kernel, in
+    # tests/unit/test_decision_inputs.py).
+    result = report(settings, store, "churn-model", alpha="abc")
     decision = result.decision
     assert decision["recommendation"] == "hold"
     missing = " ".join(decision["missing"])
-    assert "alpha='abc'" in missing and "metric 'revenue' has no outcomes" in missing
+    assert "alpha='abc'" in missing
     assert decision["checks"][0]["name"] == "inputs" and not decision["checks"][0]["passed"]
     page = assert_rendered(result, "churn-model")
     assert "Missing:" in page
     assert_scraps_match(result)
 
 
-def test_unreachable_store_fails_with_the_partial_notebook(settings):
+def test_unreachable_store_is_named_without_its_password_and_writes_nothing(settings):
+    from service.errors import StoreUnavailable
+
+    before = sorted(settings.reports_dir.rglob("*")) if settings.reports_dir.exists() else []
+    with pytest.raises(StoreUnavailable) as failure:
+        report(settings, "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/none", "churn-model")
+    assert "127.0.0.1:1" in failure.value.message and "s3cret" not in failure.value.message
+    after = sorted(settings.reports_dir.rglob("*")) if settings.reports_dir.exists() else []
+    assert after == before
+
+
+def test_a_notebook_that_fails_keeps_the_partial_notebook(settings, store):
     with pytest.raises(ReportFailed) as failure:
-        report(settings, "postgresql+psycopg://nobody@127.0.0.1:1/none", "churn-model")
+        # The imports cell alone takes longer than half a second on a fresh kernel.
+        run_ab_report(
+            settings,
+            flag="churn-model",
+            event_store_url=store,
+            timeout=0.5,
+            progress=lambda _m: None,
+        )
     notebook_path = failure.value.notebook_path
     assert isinstance(notebook_path, Path) and notebook_path.is_file()
     assert str(notebook_path) in failure.value.message

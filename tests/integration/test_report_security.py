@@ -131,5 +131,5 @@ def test_payloads_are_escaped_and_the_password_is_written_nowhere(
 
 def test_a_flag_name_that_is_no_plain_name_is_refused(tmp_path) -> None:
     result = run(tmp_path, f"sqlite:///{tmp_path / 'e.db'}", "ab", "--flag", "../../<script>")
-    assert result.exit_code == 1 and "must be letters, digits" in result.output
+    assert result.exit_code == 2 and "must be letters, digits" in result.output
     assert not (tmp_path / "reports").exists() or not list((tmp_path / "reports").rglob("*.html"))

@@ -8,6 +8,7 @@ from service.errors import FlagDefinitionError
 from service.flags.definitions import Guardrails, load_flags
 from service.flags.documents import flag_doc
 from service.flags.ramp import RampError, current_step, move, next_step
+from service.rollout.decisions import report_defaults
 
 BENTOS = {"churn:v1", "churn:v2", "churn:v3"}
 
@@ -198,3 +199,29 @@ def test_a_strategy_renamed_on_the_server_is_a_clear_error(flags_dir) -> None:
     doc["environments"]["production"]["strategies"][0]["name"] = "renamed-in-the-ui"
     with pytest.raises(RampError, match="no strategy 'canary'"):
         current_step(doc, flag.ramp)
+
+
+def test_the_ramp_section_may_choose_the_report_engine_and_name_owner_and_hypothesis(
+    flags_dir,
+) -> None:
+    text = CANARY.replace(
+        "  min_users: 100\n",
+        "  min_users: 100\n  engine: bayesian\n  owner: ana@example.com\n"
+        "  hypothesis: retention offers lift retention\n",
+    )
+    flag, doc = load(flags_dir, text, "churn-canary")
+    assert flag.ramp.engine == "bayesian" and flag.ramp.owner == "ana@example.com"
+    assert flag.ramp.hypothesis == "retention offers lift retention"
+    assert report_defaults(flag, doc)["engine"] == "bayesian"
+    plain, plain_doc = load(flags_dir, CANARY, "churn-canary")
+    assert "engine" not in report_defaults(plain, plain_doc)  # the report's own default
+
+
+def test_an_unknown_engine_in_the_ramp_section_is_a_named_problem(flags_dir) -> None:
+    text = CANARY.replace("  min_users: 100\n", "  min_users: 100\n  engine: magic\n")
+    with pytest.raises(FlagDefinitionError) as error:
+        load_flags(flags_dir("churn-canary.yaml", text), BENTOS)
+    assert any(
+        p.field == "ramp.engine" and "frequentist, sequential, bayesian" in p.message
+        for p in error.value.problems
+    )
