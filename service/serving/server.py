@@ -14,9 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
-import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -127,23 +124,22 @@ def _run(
         app_config,
     )
     if announce is not None:
-        url = f"http://{host}:{port}"
-        server.cfg.set("when_ready", lambda _arbiter: _announce_when_live(url, announce))
+        server.cfg.set(
+            "post_worker_init", _announce_first_worker(f"http://{host}:{port}", announce)
+        )
     server.run()
 
 
-def _announce_when_live(url: str, announce: Callable[[str], Any], timeout: float = 120.0) -> None:
-    """From the master, once a worker answers /healthz: the one line a person waits for."""
+def _announce_first_worker(url: str, announce: Callable[[str], Any]) -> Callable[[Any], None]:
+    """A hook run in each worker once its app is loaded: the first one says the URL.
 
-    def wait() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                    announce(f"selector ready on {url} (readiness: {url}/readyz)")
-                    return
-            except OSError:
-                time.sleep(0.2)  # poll interval while the workers load the app
-        announce(f"selector at {url} did not answer /healthz within {timeout:.0f}s")
+    Said from the worker, not from a thread in the master: a thread running while gunicorn
+    forks can hold an import lock the child then waits on for ever (seen: a worker stuck
+    importing `encodings.idna`, and a shutdown that outlasted the graceful timeout).
+    """
 
-    threading.Thread(target=wait, name="announce-ready", daemon=True).start()
+    def hook(worker: Any) -> None:
+        if getattr(worker, "age", 0) == 1:  # the first worker this server spawned
+            announce(f"selector ready on {url} (readiness: {url}/readyz)")
+
+    return hook
