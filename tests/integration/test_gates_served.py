@@ -59,8 +59,19 @@ def test_models_list_shows_the_registry(built_bentos: BuiltBentos) -> None:
     result = rollout(built_bentos.settings, "models", "list")
     assert result.exit_code == 0, result.output
     header, *rows = result.output.splitlines()
-    assert header.split()[:7] == ["TAG", "CREATED", "SNAPSHOT", "DATA", "AUC", "BRIER", "GATES"]
+    assert header.split()[:8] == [
+        "TAG",
+        "STABLE",
+        "CREATED",
+        "SNAPSHOT",
+        "DATA",
+        "AUC",
+        "BRIER",
+        "GATES",
+    ]
     by_tag = {row.split()[0]: row for row in rows}
+    assert by_tag["churn:v1"].split()[1] == "stable"  # bentos/churn/versions.yaml: stable: v1
+    assert by_tag["churn:v2"].split()[1] == "-"
     for tag, built in built_bentos.built.items():
         assert built.data_fingerprint[:12] in by_tag[tag]
         assert "passed" in by_tag[tag]
