@@ -126,13 +126,14 @@ def start_selector(
 
 @pytest.fixture
 def server_selector(
-    tmp_path: Path, registry: Path, unleash_server: UnleashServer
+    tmp_path: Path, registry: Path, unleash_server: UnleashServer, bento_urls: str
 ) -> Iterator[ManagedProcess]:
+    # Real bentos: /readyz is not ready until one of them answers (routing needs no more).
     process = start_selector(
         tmp_path,
         registry,
         {
-            "ROLLOUT_BENTO_URLS": FAKE_URLS,
+            "ROLLOUT_BENTO_URLS": bento_urls,
             "ROLLOUT_UNLEASH_URL": unleash_server.url,
             "UNLEASH_URL": unleash_server.url,
             "UNLEASH_API_TOKEN": unleash_server.backend_token,
