@@ -1,4 +1,8 @@
-"""`rollout console` (the web console) and `rollout console add-operator` (who may act in it)."""
+"""`rollout console` (the web console) and `rollout console add-operator` (who may act in it).
+
+Operators are API keys of scope `operate` in the selector's keys file: `add-operator NAME` is
+`rollout keys create NAME --scopes operate`.
+"""
 
 from __future__ import annotations
 
@@ -26,13 +30,13 @@ def console(ctx: click.Context, host: str, port: int, selector_url: str | None) 
 
     settings = settings_of(ctx)
     options = ConsoleSettings.load({"selector_url": selector_url} if selector_url else None)
-    keys = options.keys_file(settings.data_dir)
+    keys = options.keys_file(settings)
     if options.read_only:
         who = "read-only"
     elif keys.exists():
         who = f"operators from {keys}"
     else:
-        who = "no operator yet (rollout console add-operator NAME)"
+        who = "no operator yet (rollout keys create NAME --scopes operate)"
     mode = settings.unleash_url or "embedded flags/"
     progress(f"starting the console: flags {mode}, live from {options.selector_url}, {who}")
     config = {"selector_url": selector_url} if selector_url else None
@@ -43,11 +47,11 @@ def console(ctx: click.Context, host: str, port: int, selector_url: str | None) 
 @click.argument("name")
 @click.pass_context
 def add_operator(ctx: click.Context, name: str) -> None:
-    """Create an operator key NAME for the console and print it once (only its hash is kept)."""
-    from service.console.auth import OperatorKeys
+    """Create an operator key NAME (scope `operate`) and print it once (only its hash is kept)."""
     from service.console.settings import ConsoleSettings
+    from service.serving.keys import KeyFile
 
-    path = ConsoleSettings.load().keys_file(settings_of(ctx).data_dir)
-    key = OperatorKeys(path).create(name)
+    path = ConsoleSettings.load().keys_file(settings_of(ctx))
+    key = KeyFile(path).create(name, ("operate",))
     progress(f"operator '{name}' stored as a hash in {path}; the key is shown once:")
     click.echo(key)

@@ -67,7 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         options,
         FlagSource(settings),
         SelectorScraper(options.selector_url, options.live_window_seconds),
-        Gate(OperatorKeys(options.keys_file(settings.data_dir)), options.read_only),
+        Gate(OperatorKeys(options.keys_file(settings)), options.read_only),
         threading.Event(),
     )
     app.extensions["console"] = console

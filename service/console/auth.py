@@ -1,10 +1,9 @@
 """Who may act in the console: one function, `operator_of(request)`, decides it.
 
-Today an operator is a key with scope `operate` in the console's keys file
-(ROLLOUT_CONSOLE_OPERATOR_KEYS_FILE, default `<data>/console-operators.json`), in the JSON
-format of the selector's API keys file (`{"keys": [{name, sha256, scopes, created_at}]}`), so
-the console can switch to the shared key store (ROLLOUT_API_KEYS_FILE, `rollout keys create
-NAME --scopes operate`) by changing `OperatorKeys` alone. Only SHA-256 hashes are stored.
+An operator is a key with scope `operate` in the selector's API keys file
+(ROLLOUT_API_KEYS_FILE, made by `rollout keys create NAME --scopes operate`;
+ROLLOUT_CONSOLE_OPERATOR_KEYS_FILE names another file of the same format). The console only
+reads it: `{"keys": [{name, sha256, scopes, created_at}]}`, SHA-256 hashes only.
 
 A key is presented once, on the login form (or as `Authorization: Bearer <key>` by a script);
 the signed session cookie then carries the key's hash, never the key, and every check looks
@@ -18,15 +17,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError, RolloutError
+from service.errors import ConfigError
 
 OPERATE = "operate"
 KEY_PREFIX = "rk_"
@@ -48,7 +45,7 @@ def digest(key: str) -> str:
 
 
 class OperatorKeys:
-    """The keys file: read on every check (it is small), written atomically with mode 0600."""
+    """The keys file, read on every check (it is small): a revoked key stops at once."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -75,28 +72,6 @@ class OperatorKeys:
             if hmac.compare_digest(key.sha256, key_sha256) and OPERATE in key.scopes:
                 found = key.name
         return found
-
-    def create(self, name: str) -> str:
-        """Store the hash of a new operator key; return the key (shown once, never stored)."""
-        if not _NAME.match(name):
-            raise RolloutError(f"operator name {name!r} must be 1-64 letters, digits, . _ or -")
-        keys = self.keys()
-        if any(k.name == name for k in keys):
-            raise RolloutError(f"an operator named {name!r} exists in {self.path}")
-        secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        created = datetime.now(UTC).isoformat(timespec="seconds")
-        keys.append(OperatorKey(name, digest(secret), (OPERATE,), created))
-        self._write(keys)
-        return secret
-
-    def _write(self, keys: list[OperatorKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            doc = {"keys": [k.__dict__ | {"scopes": list(k.scopes)} for k in keys]}
-            json.dump(doc, out, indent=2)
-        partial.replace(self.path)
 
 
 @dataclass(frozen=True)

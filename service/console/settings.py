@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from service.config import Settings
+
 ENV_PREFIX = "ROLLOUT_CONSOLE_"
 TRUE = ("1", "true", "yes", "on")
 
@@ -19,8 +21,8 @@ TRUE = ("1", "true", "yes", "on")
 class ConsoleSettings:
     # The selector whose /metrics and /readyz the Live page reads.
     selector_url: str = "http://127.0.0.1:8000"
-    # Operator keys (JSON {"keys": [{name, sha256, scopes, created_at}]}, the format of
-    # ROLLOUT_API_KEYS_FILE); a key with scope `operate` may act. None: <data>/console-operators.
+    # Where operator keys are: a key with scope `operate` may act. None: the selector's own
+    # API keys file (ROLLOUT_API_KEYS_FILE; `rollout keys create NAME --scopes operate`).
     operator_keys_file: Path | None = None
     # No action for anyone, whatever keys exist (a console on a shared screen).
     read_only: bool = False
@@ -40,8 +42,8 @@ class ConsoleSettings:
         }
         return replace(settings, **_coerce({**raw, **(overrides or {})}))
 
-    def keys_file(self, data_dir: Path) -> Path:
-        return self.operator_keys_file or data_dir / "console-operators.json"
+    def keys_file(self, settings: Settings) -> Path:
+        return self.operator_keys_file or settings.keys_file
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from service.console.auth import OperatorKeys
 from service.flags.audit import AuditStore
 from service.processes import ManagedProcess, free_port, venv_executable
 from service.rollout.decisions import PENDING
+from service.serving.keys import KeyFile
 from service.store.events import create_engine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def console_url(process: ManagedProcess) -> str:
 
 
 def operator_key(path: Path, name: str) -> str:
-    return OperatorKeys(path).create(name)
+    return KeyFile(path).create(name, ("operate",))
 
 
 def propose_promotion(

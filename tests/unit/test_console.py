@@ -19,12 +19,12 @@ from flask.testing import FlaskClient
 
 from service.config import Settings
 from service.console.app import create_app
-from service.console.auth import OperatorKeys
 from service.console.live import SelectorScraper, _quantile
 from service.flags.audit import AuditStore
 from service.flags.definitions import load_flags
 from service.flags.documents import flag_doc
 from service.rollout.decisions import PENDING
+from service.serving.keys import KeyFile
 from service.store.events import Exposure, Outcome, create_engine
 from service.store.writer import EventWriter
 
@@ -81,9 +81,19 @@ def world(tmp_path: Path, flags_dir: Any) -> dict[str, Any]:
         "settings": Settings.load(
             {"data_dir": data, "reports_dir": reports, "flags_dir": folder, "database_url": None}
         ),
-        "keys": OperatorKeys(keys),
+        "keys": Operators(keys),
         "flag_file": folder / "churn-model.yaml",
     }
+
+
+class Operators:
+    """Operator keys as `rollout keys create NAME --scopes operate` makes them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def create(self, name: str) -> str:
+        return KeyFile(self.path).create(name, ("operate",))
 
 
 def client(world: dict[str, Any], **overrides: Any) -> FlaskClient:
@@ -361,6 +371,19 @@ def test_a_bearer_operator_key_works_for_one_request(world) -> None:
     answer = app.get("/actions/approve/churn-model", headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 200 and "approve: ramp churn-model" in answer.text
     assert app.get("/actions/approve/churn-model").status_code == 403  # nothing remembered
+
+
+def test_an_api_key_of_scope_operate_in_the_selectors_keys_file_operates(world) -> None:
+    """By default the console reads ROLLOUT_API_KEYS_FILE: `rollout keys create` makes operators,
+    and a key of another scope does not operate."""
+    propose(world)
+    shared = world["settings"].keys_file
+    operator = KeyFile(shared).create("carol", ("operate",))
+    writer = KeyFile(shared).create("simulator", ("outcomes", "predict"))
+    app = client(world, operator_keys_file=None)
+    approve = "/actions/approve/churn-model"
+    assert app.get(approve, headers={"Authorization": f"Bearer {writer}"}).status_code == 403
+    assert app.get(approve, headers={"Authorization": f"Bearer {operator}"}).status_code == 200
 
 
 def test_a_refused_action_says_why(world) -> None:
