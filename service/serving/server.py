@@ -11,6 +11,13 @@ server run unless the variable is already set), so /metrics on any worker report
 
 from __future__ import annotations
 
+# The announce thread below calls urlopen in the master while gunicorn forks the workers. urlopen
+# imports `encodings.idna` lazily on its first call; a fork in the middle of that import hands the
+# worker a module lock nobody will release, and the worker hangs for ever in its own first
+# `import requests` (seen: `rollout serve` never ready, the worker stuck in _ModuleLock.acquire).
+# Imported here, in the master, before any thread starts, so no thread imports during a fork.
+import encodings.idna  # noqa: F401
+import http.client  # noqa: F401
 import os
 import shutil
 import tempfile

@@ -17,23 +17,24 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from service.store.events import Exposure, Outcome, exposures, outcomes
+from service.store import bulk
+from service.store.events import Exposure, Outcome
 from service.store.rate_limited_log import RateLimitedLog
 from service.store.spill import SpillFile
 
 log = logging.getLogger(__name__)
 
-Event = Exposure | Outcome
-_STOP = object()
 # Errors about the rows themselves; any other error is the store failing as a whole.
 _REFUSED = (sa.exc.IntegrityError, sa.exc.DataError)
+
+Event = Exposure | Outcome
+_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -241,14 +242,9 @@ class EventWriter:
                 self._recovered()
                 return
 
-    def _insert(self, batch: Iterable[Event]) -> None:
-        rows: dict[sa.Table, list[dict[str, Any]]] = {exposures: [], outcomes: []}
-        for event in batch:
-            rows[exposures if isinstance(event, Exposure) else outcomes].append(asdict(event))
+    def _insert(self, batch: list[Event]) -> None:
         with self.engine.begin() as conn:
-            for table, table_rows in rows.items():
-                if table_rows:
-                    conn.execute(table.insert(), table_rows)
+            bulk.write(conn, batch)
 
     def _isolate_refused(self, batch: list[Event]) -> None:
         """Halve a refused batch until the refused rows are found; write all the others."""
