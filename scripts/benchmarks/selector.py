@@ -6,7 +6,8 @@
    bento called directly, by the same client at the same concurrency: p50/p99 latency, the
    latency the selector adds, and the throughput ratio. Beside them, the floor: a minimal
    WSGI proxy (scripts/benchmarks/hop_floor.py) on the same gunicorn stack, which only forwards
-   the bytes, i.e. what one extra HTTP hop costs on this machine.
+   the bytes, i.e. what one extra HTTP hop costs on this machine; and the same floor on
+   granian (a Rust HTTP server), to compare the server stacks with numbers.
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags.
 3. Exposures written per second by the event writer, from `record()` to committed rows: SQLite,
@@ -196,6 +197,7 @@ class Row:
     direct: LoadResult
     floor: LoadResult
     routed: LoadResult
+    floor_granian: LoadResult
 
 
 def main() -> None:
@@ -246,16 +248,23 @@ def serving_rows(
         }
         port, floor_port = free_port(), free_port()
         floor = hop_floor_process(floor_port, work / "floor.log", bento.url, workers, threads)
+        granian_port = free_port()
+        granian = granian_floor_process(
+            granian_port, work / "granian.log", bento.url, workers, threads
+        )
         with (
             selector_process(port, work / "selector.log", env, workers, threads) as selector,
             floor,
+            granian,
         ):
-            selector.wait_ready(60)
+            selector.wait_ready(120)
             floor.wait_ready(60)
+            granian.wait_ready(60)
             urls = {
                 "direct": (f"{bento.url}/predict", direct_bodies),
                 "floor": (f"http://127.0.0.1:{floor_port}/predict", direct_bodies),
                 "routed": (f"http://127.0.0.1:{port}/v1/models/bench/predict", routed_bodies),
+                "floor_granian": (f"http://127.0.0.1:{granian_port}/predict", direct_bodies),
             }
             for url, bodies in urls.values():  # warm every pool and the model
                 run_load(url, bodies, 4, 1.0)
@@ -268,12 +277,13 @@ def serving_rows(
 def measure(c: int, urls: dict[str, tuple[str, list[bytes]]], seconds: float, metrics: str) -> Row:
     direct = run_load(*urls["direct"], c, seconds)
     floor = run_load(*urls["floor"], c, seconds)
+    floor_granian = run_load(*urls["floor_granian"], c, seconds)
     before = inside_totals(metrics)
     routed = run_load(*urls["routed"], c, seconds)
     after = inside_totals(metrics)
     count = after[2] - before[2]
     inside = ((after[0] - before[0]) - (after[1] - before[1])) / count * 1000
-    return Row(c, direct, floor, replace(routed, inside_ms=inside))
+    return Row(c, direct, floor, replace(routed, inside_ms=inside), floor_granian)
 
 
 def hop_floor_process(
@@ -296,6 +306,18 @@ def hop_floor_process(
     ]
     ready = f"http://127.0.0.1:{port}/healthz"
     return ManagedProcess("hop floor", command, ready, log, {"BENTO_URL": bento_url})
+
+
+def granian_floor_process(
+    port: int, log: Path, bento_url: str, workers: int, threads: int
+) -> ManagedProcess:
+    """The same hop floor on granian (a Rust HTTP server) for the server comparison."""
+    command = [venv_executable("granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers), "--blocking-threads"]
+    command += [str(threads), "--working-dir", str(Path(__file__).parent), "--log-level"]
+    command += ["warning", "hop_floor:app"]
+    ready = f"http://127.0.0.1:{port}/healthz"
+    return ManagedProcess("granian floor", command, ready, log, {"BENTO_URL": bento_url})
 
 
 def worker_rss(selector: ManagedProcess) -> dict[int, float]:
@@ -336,16 +358,18 @@ def print_table(
     print(
         "| concurrency | direct p50 / p99 ms | floor (one hop) p50 / p99 ms "
         "| selector p50 / p99 ms | floor adds | selector adds | direct req/s | floor req/s "
-        "| selector req/s | selector / direct | errors d/f/s | in-selector ms |"
+        "| selector req/s | selector / direct | errors d/f/s | in-selector ms "
+        "| granian floor adds | granian floor req/s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * 14 + "|")
     for row in rows:
         d, f, r = row.direct, row.floor, row.routed
         print(
             f"| {row.concurrency} | {_p(d)} | {_p(f)} | {_p(r)} | {_added(f, d)} "
             f"| {_added(r, d)} | {d.throughput:.0f} | {f.throughput:.0f} | {r.throughput:.0f} "
             f"| {r.throughput / d.throughput:.0%} | {d.errors}/{f.errors}/{r.errors} "
-            f"| {r.inside_ms or 0:.2f} |"
+            f"| {r.inside_ms or 0:.2f} | {_added(row.floor_granian, d)} "
+            f"| {row.floor_granian.throughput:.0f} |"
         )
     print()
     print("| routing decision (us/call) | bare UnleashClient.get_variant (us/call) | difference |")
