@@ -50,7 +50,7 @@ def _row_maker(columns: tuple[str, ...], json_columns: set[str]) -> Callable[[An
     values = attrgetter(*columns)
     encode = [i for i, name in enumerate(columns) if name in json_columns]
     if not encode:
-        return values  # type: ignore[return-value]
+        return values
 
     def row(event: Any) -> tuple:
         cells = list(values(event))
@@ -85,16 +85,17 @@ def write(conn: sa.Connection, events: Sequence[Exposure | Outcome]) -> None:
 def _driver_errors_wrapped(conn: sa.Connection, writer: _Writer) -> _Writer:
     """The driver's errors as SQLAlchemy's (IntegrityError for a refused row, as before)."""
     dbapi = conn.dialect.dbapi
+    driver_error: type[Exception] = dbapi.Error if dbapi is not None else sa.exc.DBAPIError
 
     def wrapped(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list) -> None:
         try:
             writer(conn, table, columns, rows)
         except sa.exc.DBAPIError:
             raise
-        except dbapi.Error as exc:  # type: ignore[union-attr]
+        except driver_error as exc:
             statement = f"bulk write into {table.name}"
             raise sa.exc.DBAPIError.instance(
-                statement, None, exc, dbapi.Error, hide_parameters=True, dialect=conn.dialect
+                statement, None, exc, driver_error, hide_parameters=True, dialect=conn.dialect
             ) from exc
 
     return wrapped

@@ -223,7 +223,7 @@ class EventWriter:
         while not self._queue:
             self._wake.wait()
             self._wake.clear()
-        items = []
+        items: list[Any] = []
         pop = self._queue.popleft
         while len(items) < self.batch_size:
             try:
