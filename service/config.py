@@ -41,7 +41,7 @@ class Settings:
     bento_urls: str | None = None
     forward_timeout: float = 2.0
     max_body_bytes: int = 1 << 20
-    event_batch_size: int = 500
+    event_batch_size: int = 2000
     # Circuit breaker per bento: this many failures in a row open it; a probe after the pause.
     circuit_failures: int = 5
     circuit_reset_seconds: float = 5.0

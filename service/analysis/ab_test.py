@@ -24,6 +24,7 @@ from service.analysis.ab_evidence import (
     with_metrics,
 )
 from service.analysis.ab_rules import recommend
+from service.analysis.ab_summary import ab_summary
 from service.analysis.decision import (
     Decision,
     _iso,
@@ -34,10 +35,6 @@ from service.analysis.queries import (
     AbSample,
     CumulativePoint,
     Window,
-    ab_sample,
-    bucket_seconds_for,
-    cumulative_by_bucket,
-    guardrail_moments,
     known_metrics,
     metric_moments,
 )
@@ -164,7 +161,9 @@ def analyse_ab(
         arms = [arms[0], f"{arms[0]} (treatment)"]
     flag, metric = params["flag"], params["metric"]
     query = {"flag": flag, "arms": arms, "window": window}
-    sample = ab_sample(engine, metric=metric, **query)
+    # One pass over the exposures for the sample, primary moments, guardrails and the series.
+    summary = ab_summary(engine, metric=metric, buckets=params["buckets"] or 20, **query)
+    sample = summary.sample
     known = known_metrics(engine)
     goals = [g.strip() for g in (params["goal_metrics"] or "").split(",") if g.strip()]
     problems += [
@@ -179,18 +178,14 @@ def analyse_ab(
         policy=policy,
         # Converted or not per user, before and after exposure: the very quantity the
         # two-proportion test compares, so CUPED only narrows its interval.
-        primary_moments=metric_moments(engine, metric=metric, binary=True, **query),
+        primary_moments=summary.primary_moments,
         goal_moments={g: metric_moments(engine, metric=g, **query) for g in goals if g in known},
-        guardrail_moments=guardrail_moments(engine, **query) if policy.guardrails else None,
+        guardrail_moments=summary.guardrail_moments if policy.guardrails else None,
     )
     decision = hold_for_missing(
         decision, data_problems(sample, known_metrics=known, other_problems=problems)
     )
-    bucket = bucket_seconds_for(
-        sample.first_exposure, sample.last_exposure, params["buckets"] or 20
-    )
-    points = cumulative_by_bucket(engine, metric=metric, bucket_seconds=bucket, **query)
-    return AbAnalysis(decision, sample, window, bucket, points)
+    return AbAnalysis(decision, sample, window, summary.bucket_seconds, summary.points)
 
 
 def _policy(params: dict[str, Any], problems: list[str]) -> DecisionPolicy:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import urllib3
 
 from service.errors import InputRejected
@@ -37,6 +38,26 @@ class BentoRejected(InputRejected):
 class BentoReply:
     body: dict[str, Any]
     latency_ms: float
+    raw: bytes | None = None  # the bento's JSON as it came: forwarded without re-encoding
+
+    def json_bytes(self) -> bytes:
+        return self.raw if self.raw is not None else orjson.dumps(self.body)
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes; orjson (a few us a request), json for what it refuses (e.g. NaN)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+def decode(data: bytes) -> Any:
+    """Parsed JSON; orjson first, json (which also reads NaN) for anything orjson refuses."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 class BentoForwarder:
@@ -55,7 +76,7 @@ class BentoForwarder:
     def predict(self, base_url: str, inputs: Any, request_id: str) -> BentoReply:
         """POST {"inputs": ...} to the bento's /predict and return its JSON reply."""
         started = time.perf_counter()
-        body = json.dumps({"inputs": inputs})
+        body = encode({"inputs": inputs})
         headers = {"Content-Type": "application/json", "X-Request-ID": request_id}
         try:
             try:
@@ -81,7 +102,7 @@ class BentoForwarder:
                 response.status,
             )
         try:
-            return BentoReply(json.loads(response.data), latency_ms)
+            return BentoReply(decode(response.data), latency_ms, response.data)
         except ValueError as exc:
             raise BentoCallFailed(f"{base_url} answered with invalid JSON", 200) from exc
 

@@ -105,16 +105,18 @@ def decide(
     if variant.name == "disabled" and not variant.payload:  # a matched strategy, no variants
         return default(NO_VARIANT)
     reading = routes.reading(variant.name, variant.payload)
-    where = routes.strategies_of(variant.name)
+    # `strategies_of` only for a mistake: the happy path is the one every request takes.
     if reading.bento is None:
         raw = (variant.payload or {}).get("value")
         message = f"variant '{variant.name}': {reading.problem}"
+        where = routes.strategies_of(variant.name)
         return default(
             NO_BENTO_IN_PAYLOAD,
             FlagMistake(NO_BENTO_IN_PAYLOAD, where, variant.name, raw, message),
         )
     if reading.bento not in catalog:
         message = f"variant '{variant.name}' names unknown bento '{reading.bento}'"
+        where = routes.strategies_of(variant.name)
         return default(
             UNKNOWN_BENTO,
             FlagMistake(UNKNOWN_BENTO, where, variant.name, reading.bento, message),

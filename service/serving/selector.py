@@ -36,6 +36,7 @@ class Prediction:
     body: dict[str, Any]
     latency_ms: float
     fallback: bool
+    body_json: bytes  # `body` as JSON: the bento's own bytes, not re-encoded
 
 
 class Selector:
@@ -117,7 +118,9 @@ class Selector:
         if fallback:
             self.metrics.fallbacks.labels(flag, served.variant, decision.bento, served.bento).inc()
         self._mirror(live, reply)
-        return Prediction(request_id, served, reply.body, _ms_since(started), fallback)
+        return Prediction(
+            request_id, served, reply.body, _ms_since(started), fallback, reply.json_bytes()
+        )
 
     def _check_inputs(self, bento: str, inputs: Any) -> None:
         """The family's input contract, before any bento sees the inputs (422 naming the field)."""

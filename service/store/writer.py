@@ -14,26 +14,27 @@ Logging never blocks the request path, and no accepted event is lost:
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from service.store.events import Exposure, Outcome, exposures, outcomes
+from service.store import bulk
+from service.store.events import Exposure, Outcome
 from service.store.rate_limited_log import RateLimitedLog
 from service.store.spill import SpillFile
 
 log = logging.getLogger(__name__)
 
-Event = Exposure | Outcome
-_STOP = object()
 # Errors about the rows themselves; any other error is the store failing as a whole.
 _REFUSED = (sa.exc.IntegrityError, sa.exc.DataError)
+
+Event = Exposure | Outcome
+_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,12 @@ class EventWriter:
         self.retry_seconds = retry_seconds
         self.recent = RecentExposures()
         self.errors = RateLimitedLog(log)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # A deque and a wake-up event rather than queue.Queue: an append is one atomic call with
+        # no lock, and the writer drains a whole batch at once (Queue took a lock and a
+        # condition per event on both sides: a third of the writer's time at 100,000/s).
+        self._queue: deque[Any] = deque()
+        self._queue_size = queue_size
+        self._wake = threading.Event()
         self._written = 0
         self.dropped = 0  # lost: no spill file configured, or the disk failed too
         self._failing_since: float | None = None
@@ -118,17 +124,22 @@ class EventWriter:
         """Queue one event; returns at once. A full queue spills it to disk instead."""
         if isinstance(event, Exposure) and not event.shadow:
             self.recent.add(event)
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        if len(self._queue) >= self._queue_size:
             self.errors.error("queue_full", "event queue full; spilling events to disk")
             self._spill([event])
+            return
+        self._put(event)
+
+    def _put(self, item: Any) -> None:
+        self._queue.append(item)
+        if not self._wake.is_set():  # the writer re-checks the deque after clearing it
+            self._wake.set()
 
     # --- state --------------------------------------------------------------------------
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     @property
     def written(self) -> int:
@@ -165,7 +176,7 @@ class EventWriter:
             return
         self._closed = True
         self._stopping = True  # no more retries: a failing store means spill at once
-        self._queue.put(_STOP)
+        self._put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
             left = [*self._inflight, *self._drain_queue()]
@@ -177,15 +188,15 @@ class EventWriter:
     def flush(self, timeout: float = 30.0) -> None:
         """Block until everything queued so far is written (for tests and the simulator)."""
         done = threading.Event()
-        self._queue.put(done)
+        self._put(done)
         done.wait(timeout)
 
     def _drain_queue(self) -> list[Event]:
         items: list[Event] = []
         while True:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+                item = self._queue.popleft()
+            except IndexError:
                 return items
             if isinstance(item, Exposure | Outcome):
                 items.append(item)
@@ -209,11 +220,15 @@ class EventWriter:
         Under load events pile up while a batch is being written, so batches grow by
         themselves; when idle, a single event is written at once.
         """
-        items = [self._queue.get()]
+        while not self._queue:
+            self._wake.wait()
+            self._wake.clear()
+        items: list[Any] = []
+        pop = self._queue.popleft
         while len(items) < self.batch_size:
             try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
+                items.append(pop())
+            except IndexError:
                 break
         batch = [i for i in items if isinstance(i, Exposure | Outcome)]
         markers = [i for i in items if isinstance(i, threading.Event)]
@@ -241,14 +256,9 @@ class EventWriter:
                 self._recovered()
                 return
 
-    def _insert(self, batch: Iterable[Event]) -> None:
-        rows: dict[sa.Table, list[dict[str, Any]]] = {exposures: [], outcomes: []}
-        for event in batch:
-            rows[exposures if isinstance(event, Exposure) else outcomes].append(asdict(event))
+    def _insert(self, batch: list[Event]) -> None:
         with self.engine.begin() as conn:
-            for table, table_rows in rows.items():
-                if table_rows:
-                    conn.execute(table.insert(), table_rows)
+            bulk.write(conn, batch)
 
     def _isolate_refused(self, batch: list[Event]) -> None:
         """Halve a refused batch until the refused rows are found; write all the others."""

@@ -45,6 +45,13 @@ def pg_engine() -> Iterator[sa.Engine]:
         server.drop_database(name)
 
 
-@pytest.mark.parametrize("check", [CHECKS.check_metric_moments, CHECKS.check_guardrail_moments])
+@pytest.mark.parametrize(
+    "check",
+    [
+        CHECKS.check_metric_moments,
+        CHECKS.check_guardrail_moments,
+        CHECKS.check_summary_matches_the_queries,
+    ],
+)
 def test_aggregation_on_postgresql(pg_engine, check):
     check(pg_engine)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import uuid
@@ -11,6 +10,7 @@ from typing import Any
 from flask import current_app, request
 
 from service.errors import BadRequest, UnsupportedMediaType
+from service.serving.forwarding import decode
 from service.serving.keys import Access, ApiKey
 from service.serving.limits import MAX_DEPTH, check_tree
 from service.serving.selector import Selector
@@ -37,7 +37,7 @@ def json_body() -> Any:
             f"send JSON with Content-Type: application/json (got '{request.content_type}')"
         )
     try:
-        body = json.loads(request.get_data(cache=True))
+        body = decode(request.get_data(cache=True))
     except RecursionError as exc:
         raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:
