@@ -146,6 +146,19 @@ def client_features(server: UnleashServer, token: str) -> dict[str, Any]:
     return body
 
 
+def client_features_listing(
+    server: UnleashServer, token: str, name: str, timeout: float = 20.0
+) -> dict[str, Any]:
+    """The client API's answer once it lists `name`: Unleash serves SDKs from a cache it
+    refreshes by revision, so a flag made a moment ago can take a moment to appear there."""
+    deadline = time.monotonic() + timeout
+    body = client_features(server, token)
+    while not any(f["name"] == name for f in body["features"]) and time.monotonic() < deadline:
+        time.sleep(0.2)  # poll interval of the readiness check, not a wait for it
+        body = client_features(server, token)
+    return body
+
+
 def find_feature(body: dict[str, Any], name: str) -> dict[str, Any]:
     return next(f for f in body["features"] if f["name"] == name)
 
@@ -178,7 +191,7 @@ def test_admin_reads_back_the_flag(unleash_admin: UnleashAdmin, routed_flag: Rou
 def test_client_api_serves_strategy_and_environment_variants(
     unleash_server: UnleashServer, routed_flag: RoutedFlag
 ) -> None:
-    body = client_features(unleash_server, unleash_server.backend_token)
+    body = client_features_listing(unleash_server, unleash_server.backend_token, routed_flag.name)
     feature = find_feature(body, routed_flag.name)
     assert body["query"]["environment"] == ENV
     assert feature["enabled"] is True
