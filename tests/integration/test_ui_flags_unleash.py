@@ -414,3 +414,31 @@ def test_a_bento_served_after_the_selector_started_becomes_routable(
         print(f"a new bento was routable {routable:.1f}s after the catalog listed it")
     finally:
         selector.stop()
+
+
+def test_export_writes_a_ui_made_flag_with_its_payloads_and_no_default(
+    unleash_server: UnleashServer, unleash_admin: UnleashAdmin, registry: Path, tmp_path: Path
+) -> None:
+    """`rollout flags export` turns a flag made in the UI (JSON and string payloads, no
+    flag-level variant) into a flag file that validates and follows the stable version."""
+    flag = create_ui_flag(unleash_admin)
+    out = tmp_path / "exported"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ROLLOUT_DATA_DIR": str(tmp_path / "data"),
+        "ROLLOUT_BENTOS_DIR": str(registry),
+        "UNLEASH_ADMIN_TOKEN": unleash_server.admin_token,
+    }
+
+    def rollout(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [venv_executable("rollout"), *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+    exported = rollout("flags", "export", "--url", unleash_server.url, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    text = (out / f"{flag}.yaml").read_text()
+    doc = load_flags(out).flags[flag]
+    assert doc.default_bento is None and "stable" in text  # follows `rollout models promote`
+    assert doc.variants == {"enterprise": "churn:v2", "canary": CANARY}
+    validated = rollout("flags", "validate", "--dir", str(out))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
