@@ -10,7 +10,6 @@ computes for the new state (an embedded client on the edited flag file), within 
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from service.config import Settings
 from service.flags.audit import AuditStore
@@ -32,17 +31,6 @@ from service.store.events import create_engine
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REFRESH_SECONDS = 1
 # The SDK polls every REFRESH_SECONDS; Unleash itself may serve a cached client-features answer
 # for a moment after a change, so allow a few polls before calling it lost.
@@ -66,16 +54,6 @@ environments:
         rollout: 80
         variants: {control: 50, treatment: 50}
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
-        pytest.fail(f"{CHROMIUM} is missing: run `scripts/install-browser`", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def flags_dir(root: Path, flag: str, canary: int = 100, enabled: bool = True) -> Path:

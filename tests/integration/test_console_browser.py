@@ -19,7 +19,6 @@ import pytest
 import requests
 from integration.console_fixtures import (
     REPO,
-    browser,  # noqa: F401  (a fixture)
     console_url,
     current_step,
     operator_key,
@@ -129,7 +128,7 @@ def console(project: dict[str, Any], selector: str) -> Iterator[str]:
 
 
 def test_rollouts_show_the_flag_its_bentos_step_guard_and_latest_decision(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     console: str,
 ) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -156,7 +155,7 @@ def test_rollouts_show_the_flag_its_bentos_step_guard_and_latest_decision(
 
 
 def test_live_counts_each_bentos_requests_from_the_selectors_metrics(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     console: str,
     selector: str,
 ) -> None:
@@ -191,7 +190,7 @@ def test_live_counts_each_bentos_requests_from_the_selectors_metrics(
 
 
 def test_models_list_the_registry_with_gates_cards_and_the_flags_they_serve(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     console: str,
 ) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -208,7 +207,7 @@ def test_models_list_the_registry_with_gates_cards_and_the_flags_they_serve(
 
 
 def test_approving_needs_an_operator_and_is_audited_with_their_name(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     console: str,
     project: dict[str, Any],
 ) -> None:

@@ -19,7 +19,6 @@ import pytest
 from flask.testing import FlaskClient
 from integration.console_fixtures import (
     REPO,
-    browser,  # noqa: F401  (a fixture)
     console_url,
     current_step,
     operator_key,
@@ -123,7 +122,7 @@ def until(check: Any, what: str) -> None:
 
 
 def test_the_console_reads_unleash_and_an_operator_approves_through_it(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     console: str,
     project: Any,
     selector: FlaskClient,

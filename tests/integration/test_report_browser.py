@@ -24,8 +24,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "reports"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 T0 = 1_793_577_600.0  # 2026-11-02T00:00:00Z
 DAY = 86_400
 SEGMENTS = ("consumer", "smb", "enterprise")
@@ -134,18 +132,6 @@ def reports(settings, store):
         **run,
     )
     return {"first_day": first_day, "planted": planted, "srm": srm, "multi": multi}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `scripts/install-browser`", pytrace=False)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_page(browser, path: Path):
