@@ -434,7 +434,10 @@ def test_export_writes_a_ui_made_flag_with_its_payloads_and_no_default(
         command = [venv_executable("rollout"), *args]
         return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
-    exported = rollout("flags", "export", "--url", unleash_server.url, "--out", str(out))
+    # The session's server holds other tests' flags too: export this one, as a person would.
+    exported = rollout(
+        "flags", "export", "--url", unleash_server.url, "--out", str(out), "--flag", flag
+    )
     assert exported.returncode == 0, exported.stderr
     text = (out / f"{flag}.yaml").read_text()
     doc = load_flags(out).flags[flag]
