@@ -45,13 +45,7 @@ def run_demo(
     logs = settings.data_dir / "logs"
     with ExitStack() as stack:
         progress(f"step 2/5: serving {', '.join(tags)} with bentoml serve")
-        bentos = {
-            tag: stack.enter_context(BentoProcess(tag, free_port(), settings)) for tag in tags
-        }
-        for process in bentos.values():
-            process.wait_ready(timeout=120)
-        catalog = BentoCatalog({tag: process.url for tag, process in bentos.items()})
-        catalog.save(settings.catalog_file)
+        _bentos, catalog = serve_bentos(stack, tags, settings)
         progress("step 3/5: starting the selector (gunicorn, embedded flags from flags/)")
         port = free_port()
         selector = stack.enter_context(
@@ -104,3 +98,16 @@ def selector_env(settings: Settings, catalog: BentoCatalog) -> dict[str, str]:
     if settings.database_url:
         env["ROLLOUT_DATABASE_URL"] = settings.database_url
     return env
+
+
+def serve_bentos(
+    stack: ExitStack, tags: list[str], settings: Settings
+) -> tuple[dict[str, BentoProcess], BentoCatalog]:
+    """`bentoml serve` each tag on a free port (stopped when `stack` closes), wait until every
+    one answers, and write the catalog the selector reads."""
+    bentos = {tag: stack.enter_context(BentoProcess(tag, free_port(), settings)) for tag in tags}
+    for process in bentos.values():
+        process.wait_ready(timeout=120)
+    catalog = BentoCatalog({tag: process.url for tag, process in bentos.items()})
+    catalog.save(settings.catalog_file)
+    return bentos, catalog

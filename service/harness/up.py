@@ -21,18 +21,15 @@ from typing import Any
 from service.config import Settings
 from service.errors import ConfigError
 from service.flags.definitions import load_flags
-from service.harness.demo import selector_env
+from service.harness.demo import selector_env, serve_bentos
 from service.processes import (
     ManagedProcess,
     ProcessFailed,
-    free_port,
     selector_process,
     venv_executable,
 )
-from service.registry.bento_process import BentoProcess
 from service.registry.build import build_all
 from service.registry.population import population
-from service.serving.catalog import BentoCatalog
 
 HOST = "127.0.0.1"
 WATCH_SECONDS = 1.0  # how often a child's liveness is checked while running
@@ -122,13 +119,7 @@ def run_up(
     tags = [built.tag for built in build_all(settings, progress)]
     with ExitStack() as stack:
         progress(f"serving {', '.join(tags)} with bentoml serve")
-        bentos = {
-            tag: stack.enter_context(BentoProcess(tag, free_port(), settings)) for tag in tags
-        }
-        for process in bentos.values():
-            process.wait_ready(timeout=120)
-        catalog = BentoCatalog({tag: process.url for tag, process in bentos.items()})
-        catalog.save(settings.catalog_file)
+        bentos, catalog = serve_bentos(stack, tags, settings)
         selector_url = f"http://{HOST}:{port}"
         progress("starting the selector (embedded flags from flags/) and the console")
         # A local try-out: predictions are open (the printed curl carries no key); outcomes
