@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The selector image: `rollout serve` (gunicorn) by default; the same image runs the guard
-# (`rollout guard run FLAG`) and the schema migrations (`rollout events migrate`).
+# The selector image: `rollout serve` (granian; ROLLOUT_SERVER=gunicorn switches) by default;
+# the same image runs the guard (`rollout guard run FLAG`) and the schema migrations
+# (`rollout events migrate`).
 #
 #   docker build -t model-rollout:$(git rev-parse --short HEAD) .
 #   docker run --rm -p 8000:8000 -e UNLEASH_URL=... -e UNLEASH_API_TOKEN_FILE=/run/secrets/unleash \

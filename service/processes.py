@@ -122,9 +122,14 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def selector_process(
-    port: int, log_file: Path, env: dict[str, str], workers: int = 2, threads: int = 8
+    port: int,
+    log_file: Path,
+    env: dict[str, str],
+    workers: int = 2,
+    threads: int = 8,
+    server: str | None = None,
 ) -> ManagedProcess:
-    """`rollout serve` on a port, ready when /readyz answers 200."""
+    """`rollout serve` on a port, ready when /readyz answers 200 (`server`: its default)."""
     command = [
         venv_executable("rollout"),
         "serve",
@@ -134,5 +139,6 @@ def selector_process(
         str(workers),
         "--threads",
         str(threads),
+        *(["--server", server] if server else []),
     ]
     return ManagedProcess("selector", command, f"http://127.0.0.1:{port}/readyz", log_file, env)

@@ -1,12 +1,13 @@
 """Where a predict's time goes inside a selector worker: py-spy under load, by category.
 
-    .venv/bin/python scripts/benchmarks/profile_selector.py [--seconds 20] [--concurrency 1]
+    .venv/bin/python scripts/benchmarks/profile_selector.py [--seconds 20] [--concurrency 1] \
+        [--server granian|gunicorn]
 
-Starts the bento and `rollout serve` with one worker (as `selector.py` does), drives `predict`
-at the given concurrency, samples the worker with py-spy (on-CPU samples only: a thread waiting
-on the bento's socket is idle and not counted), and prints the CPU milliseconds per request by
-category. Each sample goes to the first category met walking from the innermost frame out, so
-JSON parsed inside Flask counts as JSON, not as Flask. py-spy needs ptrace (root, or
+Starts the bento and `rollout serve --server ...` with one worker (as `selector.py` does),
+drives `predict` at the given concurrency, samples the worker with py-spy (on-CPU samples only:
+a thread waiting on the bento's socket is idle and not counted), and prints the CPU milliseconds
+per request by category. Each sample goes to the first category met walking from the innermost
+frame out, so JSON parsed inside Flask counts as JSON, not as Flask. py-spy needs ptrace (root, or
 `--cap-add SYS_PTRACE` in a container).
 """
 
@@ -21,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from selector import FLAG, request_bodies, run_load
+from selector import FLAG, SERVERS, request_bodies, run_load
 
 from service.config import Settings
 from service.processes import free_port, selector_process, venv_executable
@@ -40,7 +41,10 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("bento call (urllib3, http.client)", ("urllib3", "http/client.py", "socket.py")),
     ("logging", ("logging/",)),
     ("Flask / Werkzeug dispatch", ("flask/", "werkzeug/")),
-    ("gunicorn (HTTP parsing, socket I/O)", ("gunicorn/",)),
+    (
+        "server: gunicorn (HTTP parsing, socket I/O) or granian (WSGI glue)",
+        ("gunicorn/", "granian/"),
+    ),
     ("selector's own code (other)", ("service/",)),
 ]
 
@@ -53,7 +57,7 @@ def categorize(stack: list[str]) -> str:
     return "interpreter / other"
 
 
-def profile(seconds: float, concurrency: int) -> None:
+def profile(seconds: float, concurrency: int, server: str) -> None:
     base = Settings.load()
     build_all(base, versions=["v1"])
     with tempfile.TemporaryDirectory(prefix="rollout-profile-") as tmp:
@@ -73,7 +77,7 @@ def profile(seconds: float, concurrency: int) -> None:
                 "UNLEASH_URL": "",
             }
             port = free_port()
-            with selector_process(port, work / "selector.log", env, 1, 8) as selector:
+            with selector_process(port, work / "selector.log", env, 1, 8, server) as selector:
                 selector.wait_ready(120)
                 url = f"http://127.0.0.1:{port}/v1/models/bench/predict"
                 run_load(url, routed, 4, 1.0)  # warm up
@@ -119,8 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--server", choices=SERVERS, default=SERVERS[0])
     args = parser.parse_args()
-    profile(args.seconds, args.concurrency)
+    profile(args.seconds, args.concurrency, args.server)
 
 
 if __name__ == "__main__":

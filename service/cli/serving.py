@@ -12,6 +12,7 @@ import click
 
 from service.cli.base import main, progress, settings_of
 from service.cli.reports import print_report
+from service.serving.prefork import DEFAULT_SERVER, SERVER_NAMES
 
 # --- serving and traffic -----------------------------------------------------------------
 
@@ -21,15 +22,27 @@ from service.cli.reports import print_report
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    envvar="ROLLOUT_SERVER",
+    type=click.Choice(SERVER_NAMES),
+    help="The HTTP server running the workers (or ROLLOUT_SERVER).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int) -> None:
-    """Run the selector under gunicorn (configure with ROLLOUT_* / UNLEASH_* variables)."""
+def serve(
+    ctx: click.Context, host: str, port: int, workers: int, threads: int, server: str
+) -> None:
+    """Run the selector under granian or gunicorn (configure with ROLLOUT_* / UNLEASH_*)."""
     from service.serving.server import preflight
     from service.serving.server import serve as run
 
     what = preflight(settings_of(ctx))
-    progress(f"starting the selector: {what}, {workers} worker(s) x {threads} thread(s)")
-    run(host, port, workers, threads, announce=progress)
+    progress(
+        f"starting the selector on {server}: {what}, {workers} worker(s) x {threads} thread(s)"
+    )
+    run(host, port, workers, threads, server, announce=progress)
 
 
 @main.command()

@@ -207,7 +207,7 @@ def selector_objects(options: ClusterOptions) -> list[Manifest]:
     pod = {
         "securityContext": _pod_security(10001),
         "initContainers": [migrate],
-        # gunicorn drains in-flight requests on SIGTERM within 30 s; the endpoint is removed
+        # `rollout serve` drains in-flight requests on SIGTERM within 30 s; the endpoint is removed
         # from the Service first (readiness), so new requests go elsewhere.
         "terminationGracePeriodSeconds": 40,
         "containers": [container],

@@ -1,66 +1,55 @@
-"""`rollout serve`: the selector under gunicorn, several workers, graceful shutdown.
+"""`rollout serve`: the selector under a pre-forking server, several workers, graceful shutdown.
 
-The Unleash client, the bento pool and the event writer are built inside each worker after
-the fork (the Python SDK's scheduler threads do not survive a fork), by calling the app
-factory in `load()`. On SIGTERM gunicorn lets in-flight requests finish, then `worker_exit`
-closes the selector, which writes every buffered event.
+Two servers, the same guarantees (each module says how it keeps them):
 
-Metrics: each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR (a fresh folder per
-server run unless the variable is already set), so /metrics on any worker reports all of them.
+- `granian` (the default, `granian_server`): a Rust HTTP server; each worker process runs the
+  WSGI app on a few Python threads. One extra hop costs less on it (see the README's
+  benchmarks).
+- `gunicorn` (`gunicorn_server`): gthread workers.
+
+Whichever serves: the Unleash client, the bento pool and the event writer are built inside each
+worker, after the fork, by calling the app factory there; the master process imports no part of
+the app and starts no thread of ours before it forks (a thread running while a process forks can
+hold a lock the child then waits on for ever). A SIGTERM lets in-flight requests finish, then
+each worker closes its selector, which writes every buffered event. The first worker whose app
+is loaded prints the ready line. Metrics: each worker writes its samples to files in
+PROMETHEUS_MULTIPROC_DIR (a fresh folder per server run unless the variable is already set), so
+/metrics on any worker reports all of them.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
-from typing import Any
-
-from gunicorn.app.base import BaseApplication
+from typing import Any, Protocol
 
 from service.config import Settings
+from service.errors import RolloutError
 from service.flags.definitions import load_flags
+from service.serving import granian_server, gunicorn_server
 from service.serving.catalog import BentoCatalog
-
-# Not imported from service.serving.metrics: importing prometheus_client in the master before this
-# variable is set would fix its single-process mode into every forked worker.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from service.serving.prefork import DEFAULT_SERVER, MULTIPROC_ENV
 
 
-class SelectorServer(BaseApplication):
-    def __init__(self, options: dict[str, Any], app_config: dict[str, Any] | None = None):
-        self.options = options
-        self.app_config = app_config
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-        self.cfg.set("worker_exit", _close_selector)
-        self.cfg.set("child_exit", _forget_worker_metrics)
-
-    def load(self) -> Any:
-        # Imported here, in the worker, on purpose: the app imports prometheus_client, which fixes
-        # its single- or multi-process mode at import from PROMETHEUS_MULTIPROC_DIR; `serve` sets
-        # that variable, so the master must not import the app before it does.
-        from service.serving.app import create_app
-
-        return create_app(self.app_config)
+class Runner(Protocol):
+    def __call__(
+        self,
+        bind: tuple[str, int],
+        workers: int,
+        threads: int,
+        app_config: dict[str, Any] | None,
+        on_ready: Callable[[], None] | None,
+    ) -> None: ...
 
 
-def _close_selector(_server: Any, worker: Any) -> None:
-    app = getattr(worker, "wsgi", None)
-    selector = getattr(app, "extensions", {}).get("selector") if app else None
-    if selector is not None:
-        selector.close()
+SERVERS: dict[str, Runner] = {"granian": granian_server.run, "gunicorn": gunicorn_server.run}
 
 
-def _forget_worker_metrics(_server: Any, worker: Any) -> None:
-    """A dead worker's gauges (queue depths) must not count in the live sum any more."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+class CannotListen(RolloutError):
+    """The address to serve on is taken (or not ours to bind)."""
 
 
 def preflight(settings: Settings) -> str:
@@ -79,67 +68,50 @@ def preflight(settings: Settings) -> str:
     return f"{flags}, {len(catalog.endpoints)} bento(s) in the catalog"
 
 
+def check_listen(host: str, port: int) -> None:
+    """One clear error when the address is taken, before any server starts and retries on it."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
 def serve(
     host: str,
     port: int,
     workers: int,
     threads: int,
+    server: str = DEFAULT_SERVER,
     app_config: dict[str, Any] | None = None,
     announce: Callable[[str], Any] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; `announce` gets one line once the selector answers."""
+    run = SERVERS[server]
+    check_listen(host, port)
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
     if own_metrics_dir:  # set before the fork, so every worker's prometheus_client sees it
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="rollout-metrics-")
     master = os.getpid()
+    url = f"http://{host}:{port}"
+    on_ready = None
+    if announce is not None:
+        on_ready = ReadyLine(announce, f"selector ready on {url} (readiness: {url}/readyz)")
     try:
-        _run(host, port, workers, threads, app_config, announce)
+        run((host, port), workers, threads, app_config, on_ready)
     finally:
-        # A worker leaves through this frame too (its SystemExit unwinds the stack it inherited
-        # from the fork); only the master may remove the folder the other workers still use.
+        # A worker may leave through this frame too (its SystemExit unwinds the stack it
+        # inherited from the fork); only the master may remove the folder the others still use.
         if own_metrics_dir and os.getpid() == master:
             shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
 
 
-def _run(
-    host: str,
-    port: int,
-    workers: int,
-    threads: int,
-    app_config: dict[str, Any] | None,
-    announce: Callable[[str], Any] | None,
-) -> None:
-    server = SelectorServer(
-        {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "threads": threads,
-            "worker_class": "gthread",
-            "graceful_timeout": 30,
-            "timeout": 60,
-            "accesslog": None,
-            "loglevel": "warning",
-            "preload_app": False,
-        },
-        app_config,
-    )
-    if announce is not None:
-        server.cfg.set(
-            "post_worker_init", _announce_first_worker(f"http://{host}:{port}", announce)
-        )
-    server.run()
+class ReadyLine:
+    """Says the ready line; a plain callable so that it survives a spawned worker's pickling."""
 
+    def __init__(self, announce: Callable[[str], Any], line: str) -> None:
+        self.announce, self.line = announce, line
 
-def _announce_first_worker(url: str, announce: Callable[[str], Any]) -> Callable[[Any], None]:
-    """A hook run in each worker once its app is loaded: the first one says the URL.
-
-    Said from the worker, not from a thread in the master: a thread running while gunicorn
-    forks can hold an import lock the child then waits on for ever (seen: a worker stuck
-    importing `encodings.idna`, and a shutdown that outlasted the graceful timeout).
-    """
-
-    def hook(worker: Any) -> None:
-        if getattr(worker, "age", 0) == 1:  # the first worker this server spawned
-            announce(f"selector ready on {url} (readiness: {url}/readyz)")
-
-    return hook
+    def __call__(self) -> None:
+        self.announce(self.line)

@@ -46,7 +46,7 @@ def test_hadolint_is_real_and_fails_a_bad_dockerfile(tmp_path: Path) -> None:
     assert "DL3002" in result.stdout  # last USER root
 
 
-def test_the_final_stage_runs_unprivileged_with_a_healthcheck_and_gunicorn() -> None:
+def test_the_final_stage_runs_unprivileged_with_a_healthcheck_and_rollout_serve() -> None:
     stage = final_stage()
     users = [line.split()[1] for line in stage if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")

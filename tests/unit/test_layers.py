@@ -49,7 +49,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 MAY_DEFER = {"cli"}
 # Single modules that must defer one import, and why (never to dodge a cycle).
 DEFERRED_FOR_A_REASON = {
-    "serving/server.py": "prometheus_client must be imported after PROMETHEUS_MULTIPROC_DIR is set",
+    "serving/prefork.py": "prometheus_client is imported after PROMETHEUS_MULTIPROC_DIR is set",
 }
 
 

@@ -1,0 +1,63 @@
+"""What the selector's pre-forking servers (gunicorn, granian) share about worker processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# Not imported from service.serving.metrics: importing prometheus_client in the master before this
+# variable is set would fix its single-process mode into every forked worker.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The servers `rollout serve --server` offers (service.serving.server.SERVERS runs them), and
+# the default, chosen by the benchmark in the README (one hop costs less on granian).
+SERVER_NAMES = ("granian", "gunicorn")
+DEFAULT_SERVER = "granian"
+# Seconds a worker has, after SIGTERM, to finish its requests and write its events.
+GRACEFUL_SECONDS = 30
+
+
+def load_app(app_config: dict[str, Any] | None) -> Any:
+    """The selector app, built in the worker that calls this (its clients are this process's).
+
+    Imported here, in the worker, on purpose: the app imports prometheus_client, which fixes its
+    single- or multi-process mode at import from PROMETHEUS_MULTIPROC_DIR; `serve` sets that
+    variable, so the master must not import the app before it does.
+    """
+    from service.serving.app import create_app
+
+    return create_app(app_config)
+
+
+def close_app(app: Any) -> None:
+    """Write the worker's buffered events and close its clients (called once it has drained)."""
+    selector = getattr(app, "extensions", {}).get("selector") if app is not None else None
+    if selector is not None:
+        selector.close()
+
+
+def forget_worker(pid: int) -> None:
+    """A dead worker's live gauges (queue depths) must not count in the live sum any more."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def forget_dead_workers() -> None:
+    """Forget every worker whose gauge files remain but whose process is gone (e.g. killed)."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    for path in Path(folder).glob("gauge_live*_*.db") if folder else ():
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            forget_worker(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
