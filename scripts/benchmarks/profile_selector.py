@@ -31,7 +31,7 @@ from service.registry.build import build_all
 
 # (category, substrings of a frame "function (file:line)"); the first rule a frame meets wins.
 RULES: list[tuple[str, tuple[str, ...]]] = [
-    ("event writer thread (background)", ("store/writer.py", "sqlalchemy", "sqlite3")),
+    ("event writer thread (background)", ("service/store/", "sqlalchemy", "sqlite3", "psycopg")),
     ("JSON decode / encode", ("json/", "orjson", "flask/json")),
     ("metrics (prometheus_client)", ("prometheus_client",)),
     ("routing (UnleashClient / Yggdrasil)", ("UnleashClient", "yggdrasil", "routing.py")),

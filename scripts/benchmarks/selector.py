@@ -292,23 +292,47 @@ def serving_rows(
     return rows, memory
 
 
+ROUNDS = 5  # each target's time is cut into rounds, interleaved: load drifts hit all alike
+
+
 def measure(
     c: int,
     urls: dict[tuple[str, str], tuple[str, list[bytes]]],
     seconds: float,
     metrics: dict[str, str],
 ) -> Row:
-    direct = run_load(*urls["direct", ""], c, seconds)
-    floor, routed = {}, {}
-    for name in SERVERS:
-        floor[name] = run_load(*urls["floor", name], c, seconds)
-        before = inside_totals(metrics[name])
-        result = run_load(*urls["routed", name], c, seconds)
-        after = inside_totals(metrics[name])
-        count = after[2] - before[2]
-        inside = ((after[0] - before[0]) - (after[1] - before[1])) / count * 1000
-        routed[name] = replace(result, inside_ms=inside)
-    return Row(c, direct, floor, routed)
+    """Every target for `seconds` in all, in ROUNDS interleaved rounds, results pooled.
+
+    The machine is shared: its load moves within seconds. Run one target after the other and
+    a busy moment lands on one of them; interleaved, each target sees the same moments.
+    """
+    results: dict[tuple[str, str], list[LoadResult]] = {key: [] for key in urls}
+    inside: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in SERVERS}
+    for _ in range(ROUNDS):
+        for key, (url, bodies) in urls.items():
+            name = key[1]
+            before = inside_totals(metrics[name]) if key[0] == "routed" else None
+            results[key].append(run_load(url, bodies, c, seconds / ROUNDS))
+            if before is not None:
+                after = inside_totals(metrics[name])
+                inside[name] = [
+                    t + a - b for t, a, b in zip(inside[name], after, before, strict=True)
+                ]
+    pooled = {key: _pool(parts) for key, parts in results.items()}
+    routed = {
+        name: replace(pooled["routed", name], inside_ms=(spent - bento) / count * 1000)
+        for name, (spent, bento, count) in inside.items()
+    }
+    floor = {name: pooled["floor", name] for name in SERVERS}
+    return Row(c, pooled["direct", ""], floor, routed)
+
+
+def _pool(parts: list[LoadResult]) -> LoadResult:
+    return LoadResult(
+        [ms for part in parts for ms in part.latencies_ms],
+        sum(part.seconds for part in parts),
+        sum(part.errors for part in parts),
+    )
 
 
 def hop_floor_process(

@@ -9,7 +9,8 @@ returns the sum over all of them (prometheus_client's multiprocess mode). Withou
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,6 +46,30 @@ class SelectorMetrics:
     routing: Counter
     flag_problems: Counter
     flag_problems_now: Gauge
+    # Labelled children of the per-request metrics, looked up once per label set: `labels()`
+    # takes a lock and builds a key on every call, twice or three times per request.
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def served(self, flag: str, variant: str, bento: str, status: int, seconds: float) -> None:
+        """One answered predict: counted by status and timed."""
+        key = ("served", flag, variant, bento, status)
+        pair = self._children.get(key)
+        if pair is None:
+            labelled = (
+                self.requests.labels(flag, variant, bento, str(status)),
+                self.latency.labels(flag, variant, bento),
+            )
+            pair = self._children.setdefault(key, labelled)
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def bento_call(self, bento: str, seconds: float) -> None:
+        """The latency of one call to a bento."""
+        key = ("bento", bento)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, self.bento_latency.labels(bento))
+        child.observe(seconds)
 
     @classmethod
     def create(cls) -> SelectorMetrics:

@@ -181,7 +181,7 @@ class Selector:
             raise
         # A 4xx (InputRejected) passes through untouched: the bento answered, so it is healthy.
         self.breakers.success(tag)
-        self.metrics.bento_latency.labels(tag).observe(reply.latency_ms / 1000)
+        self.metrics.bento_call(tag, reply.latency_ms / 1000)
         return reply
 
     def _mirror(self, live: Exposure, reply: BentoReply) -> None:
@@ -192,9 +192,8 @@ class Selector:
     def _observe(
         self, decision: RoutingDecision, status: int, started: float, code: str | None = None
     ) -> None:
-        labels = (decision.flag, decision.variant, decision.bento)
-        self.metrics.requests.labels(*labels, str(status)).inc()
-        self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.metrics.served(decision.flag, decision.variant, decision.bento, status, seconds)
         if code is not None:
             self.metrics.errors.labels(decision.flag, code).inc()
         self.metrics.event_queue_depth.set(self.events.depth)

@@ -94,15 +94,15 @@ def test_bentoml_validation_errors_name_each_field() -> None:
 
 def test_a_connection_the_bento_closed_while_idle_is_resent_once(bento_url, monkeypatch) -> None:
     forwarder = BentoForwarder()
-    real_request, calls = forwarder._pool.request, []
+    real_post, calls = forwarder._post, []
 
     def reset_first(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104))
-        return real_request(*args, **kwargs)
+        return real_post(*args, **kwargs)
 
-    monkeypatch.setattr(forwarder._pool, "request", reset_first)
+    monkeypatch.setattr(forwarder, "_post", reset_first)
     assert forwarder.predict(bento_url, "ok", "r1").body["seen"] == "/predict"
     assert len(calls) == 2
 
@@ -113,6 +113,6 @@ def test_a_bento_that_keeps_resetting_is_a_failure(bento_url, monkeypatch) -> No
     def always_reset(*args, **kwargs):
         raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104))
 
-    monkeypatch.setattr(forwarder._pool, "request", always_reset)
+    monkeypatch.setattr(forwarder, "_post", always_reset)
     with pytest.raises(BentoCallFailed, match="ProtocolError"):
         forwarder.predict(bento_url, "ok", "r1")
