@@ -362,7 +362,8 @@ def granian_floor_process(
 ) -> ManagedProcess:
     """The same hop floor on granian, with the selector's granian settings."""
     command = [venv_executable("granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", str(workers), "--blocking-threads"]
+    command += ["--port", str(port), "--workers", str(workers), "--http", "1"]
+    command += ["--http1-buffer-size", "65536", "--blocking-threads"]
     command += [str(threads), "--working-dir", str(Path(__file__).parent), "--log-level"]
     command += ["warning", "hop_floor:app"]
     ready = f"http://127.0.0.1:{port}/healthz"

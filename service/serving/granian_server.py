@@ -14,6 +14,8 @@ How it keeps the guarantees of `server.py`:
 - Metrics: a worker that ends removes its live gauges' files itself, and a new worker removes
   those of workers that died without a goodbye (gunicorn's master does this in `child_exit`).
 - Python threads per worker: `threads` (granian's blocking threads), as gunicorn's gthreads.
+- Limits: HTTP/1.1 only; a head over about HEAD_BYTES or with over 100 headers is a 431 before
+  the app sees it; bodies are streamed to the app, which refuses one over its limit (413).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from granian.constants import Interfaces
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import MPServer
 
@@ -35,6 +38,10 @@ from service.serving.prefork import (
     forget_worker,
     load_app,
 )
+
+# A request's head (request line and headers) past about this many bytes is refused with a 431,
+# and so are more than 100 headers (hyper's limit); granian's default buffer is 408 KiB.
+HEAD_BYTES = 64 * 1024
 
 # This worker's app, once its loader built it (one per process; the master never sets it).
 _loaded: list[Any] = []
@@ -54,6 +61,8 @@ def run(
         interface=Interfaces.WSGI,
         workers=workers,
         blocking_threads=threads,
+        http=HTTPModes.http1,  # as gunicorn: callers and balancers speak HTTP/1.1 to the selector
+        http1_settings=HTTP1Settings(max_buffer_size=HEAD_BYTES),
         log_level=LogLevels.warning,
         log_access=False,
         respawn_failed_workers=True,
