@@ -1,7 +1,7 @@
 """`rollout demo`: the whole loop on embedded defaults, no server to set up.
 
-Build the bentos, serve each with `bentoml serve` on its own port, start the selector under
-gunicorn on the flags in flags/, drive synthetic users through it, stop the selector (which
+Build the bentos, serve each with `bentoml serve` on its own port, start the selector
+(`rollout serve`) on the flags in flags/, drive synthetic users through it, stop the selector (which
 writes every buffered event), run the A/B report and return where it is and what it decided.
 Every process started here is stopped on the way out, also on failure or Ctrl-C.
 """
@@ -46,7 +46,7 @@ def run_demo(
     with ExitStack() as stack:
         progress(f"step 2/5: serving {', '.join(tags)} with bentoml serve")
         _bentos, catalog = serve_bentos(stack, tags, settings)
-        progress("step 3/5: starting the selector (gunicorn, embedded flags from flags/)")
+        progress("step 3/5: starting the selector (rollout serve, embedded flags from flags/)")
         port = free_port()
         selector = stack.enter_context(
             selector_process(port, logs / "selector.log", selector_env(settings, catalog))

@@ -1,4 +1,4 @@
-"""The Flask application factory: the same factory serves `flask --app`, gunicorn and tests."""
+"""The Flask application factory: the one factory serves `flask --app`, both servers and tests."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["outcome_check"] = OutcomeCheck(
         selector.events.engine, selector.events.recent, settings.outcome_window_hours * 3600
     )
-    # Flush buffered events however the process ends gracefully (gunicorn also calls close()).
+    # Flush buffered events however the process ends gracefully (the server also calls close()).
     atexit.register(selector.close)
     for blueprint in (predictions.bp, outcomes.bp, health.bp, meta.bp):
         app.register_blueprint(blueprint)

@@ -6,7 +6,7 @@ open      -> no call goes through (the flag's default serves at once, without wa
 half_open -> exactly one probe call goes through; its success closes the circuit, its failure
              opens it again for another `reset_seconds`.
 
-Per process: each gunicorn worker learns about a dead bento from its own traffic, which costs
+Per process: each server worker learns about a dead bento from its own traffic, which costs
 at most `failure_threshold` fallbacks per worker and needs no shared state.
 """
 
