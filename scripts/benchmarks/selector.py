@@ -292,7 +292,7 @@ def serving_rows(
     return rows, memory
 
 
-ROUNDS = 5  # each target's time is cut into rounds, interleaved: load drifts hit all alike
+ROUNDS = 5  # at concurrency > 1, each target's time in rounds, interleaved with the others'
 
 
 def measure(
@@ -301,30 +301,50 @@ def measure(
     seconds: float,
     metrics: dict[str, str],
 ) -> Row:
-    """Every target for `seconds` in all, in ROUNDS interleaved rounds, results pooled.
+    """Every target for `seconds`, interleaved so that the machine's moments hit all alike.
 
     The machine is shared: its load moves within seconds. Run one target after the other and
-    a busy moment lands on one of them; interleaved, each target sees the same moments.
+    a busy moment lands on one of them. At concurrency 1 the targets take turns request by
+    request (so a percentile of each is taken over the same moments, and their difference is
+    the hop, not the drift); above it, in ROUNDS rounds each, results pooled.
     """
-    results: dict[tuple[str, str], list[LoadResult]] = {key: [] for key in urls}
-    inside: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in SERVERS}
-    for _ in range(ROUNDS):
-        for key, (url, bodies) in urls.items():
-            name = key[1]
-            before = inside_totals(metrics[name]) if key[0] == "routed" else None
-            results[key].append(run_load(url, bodies, c, seconds / ROUNDS))
-            if before is not None:
-                after = inside_totals(metrics[name])
-                inside[name] = [
-                    t + a - b for t, a, b in zip(inside[name], after, before, strict=True)
-                ]
-    pooled = {key: _pool(parts) for key, parts in results.items()}
-    routed = {
-        name: replace(pooled["routed", name], inside_ms=(spent - bento) / count * 1000)
-        for name, (spent, bento, count) in inside.items()
-    }
+    before = {name: inside_totals(url) for name, url in metrics.items()}
+    if c == 1:
+        pooled = run_alternating(urls, seconds)
+    else:
+        results: dict[tuple[str, str], list[LoadResult]] = {key: [] for key in urls}
+        for _ in range(ROUNDS):
+            for key, (url, bodies) in urls.items():
+                results[key].append(run_load(url, bodies, c, seconds / ROUNDS))
+        pooled = {key: _pool(parts) for key, parts in results.items()}
+    routed = {}
+    for name, url in metrics.items():
+        after = inside_totals(url)
+        spent, bento, count = (a - b for a, b in zip(after, before[name], strict=True))
+        routed[name] = replace(pooled["routed", name], inside_ms=(spent - bento) / count * 1000)
     floor = {name: pooled["floor", name] for name in SERVERS}
     return Row(c, pooled["direct", ""], floor, routed)
+
+
+def run_alternating(
+    urls: dict[tuple[str, str], tuple[str, list[bytes]]], seconds: float
+) -> dict[tuple[str, str], LoadResult]:
+    """One client thread, the targets in turn, one request each, for `seconds` per target."""
+    http = urllib3.PoolManager(maxsize=1, retries=False, timeout=10.0)
+    headers = {"Content-Type": "application/json"}
+    latencies: dict[tuple[str, str], list[float]] = {key: [] for key in urls}
+    errors = dict.fromkeys(urls, 0)
+    deadline = time.perf_counter() + seconds * len(urls)
+    i = 0
+    while time.perf_counter() < deadline:
+        for key, (url, bodies) in urls.items():
+            started = time.perf_counter()
+            response = http.request("POST", url, body=bodies[i % len(bodies)], headers=headers)
+            latencies[key].append((time.perf_counter() - started) * 1000)
+            errors[key] += response.status != 200
+        i += 1
+    # Back to back at concurrency 1: a target's own time is the sum of its latencies.
+    return {key: LoadResult(ms, sum(ms) / 1000, errors[key]) for key, ms in latencies.items()}
 
 
 def _pool(parts: list[LoadResult]) -> LoadResult:
