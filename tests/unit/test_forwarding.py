@@ -9,10 +9,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import urllib3
 
 from service.errors import InputRejected
 from service.processes import free_port
+from service.serving.bento_http import StaleConnection
 from service.serving.forwarding import BentoCallFailed, BentoForwarder
 
 
@@ -99,7 +99,7 @@ def test_a_connection_the_bento_closed_while_idle_is_resent_once(bento_url, monk
     def reset_first(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
-            raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104))
+            raise StaleConnection("ConnectionResetError: [Errno 104] Connection reset by peer")
         return real_post(*args, **kwargs)
 
     monkeypatch.setattr(forwarder, "_post", reset_first)
@@ -111,8 +111,8 @@ def test_a_bento_that_keeps_resetting_is_a_failure(bento_url, monkeypatch) -> No
     forwarder = BentoForwarder()
 
     def always_reset(*args, **kwargs):
-        raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104))
+        raise StaleConnection("ConnectionResetError: [Errno 104] Connection reset by peer")
 
     monkeypatch.setattr(forwarder, "_post", always_reset)
-    with pytest.raises(BentoCallFailed, match="ProtocolError"):
+    with pytest.raises(BentoCallFailed, match="StaleConnection"):
         forwarder.predict(bento_url, "ok", "r1")
