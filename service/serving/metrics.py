@@ -1,6 +1,6 @@
 """Prometheus metrics of the selector, served at /metrics in the text exposition format.
 
-Under gunicorn each worker is its own process, so `rollout serve` sets PROMETHEUS_MULTIPROC_DIR
+Under `rollout serve` each worker is its own process, so `serve` sets PROMETHEUS_MULTIPROC_DIR
 before forking: every worker then writes its samples to files there and a scrape of any worker
 returns the sum over all of them (prometheus_client's multiprocess mode). Without that variable
 (tests, `flask run`) each app keeps its own registry, so several apps in one process never clash.
