@@ -1,4 +1,4 @@
-"""End to end through real processes: `bentoml serve` per bento, `rollout serve` (gunicorn)
+"""End to end through real processes: `bentoml serve` per bento, `rollout serve` (granian)
 on the embedded flags in flags/, HTTP in front. Nothing here is mocked."""
 
 from __future__ import annotations

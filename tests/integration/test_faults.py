@@ -1,5 +1,5 @@
-"""Faults under steady load, all real processes on loopback: `rollout serve` (gunicorn, 2 workers),
-`bentoml serve`, and real Unleash servers on PostgreSQL.
+"""Faults under steady load, all real processes on loopback: `rollout serve` (2 workers, granian;
+gunicorn too where a test names it), `bentoml serve`, and real Unleash servers on PostgreSQL.
 
 - Unleash stopped under load: no failed request; a selector started while it is down serves the
   saved flags; when Unleash is back, the selector picks up the change.
@@ -346,11 +346,14 @@ def crash(bento: BentoProcess) -> None:
     bento.process.wait(10)
 
 
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
 def test_sigterm_under_load_keeps_the_exposure_of_every_successful_answer(
-    tmp_path, flags_dir, bento_urls
+    tmp_path, flags_dir, bento_urls, server
 ) -> None:
     folder = flags_dir("ab.yaml", AB_FLAG)
-    selector = start_selector(tmp_path, bento_urls, {"ROLLOUT_FLAGS_DIR": str(folder)})
+    env = {"ROLLOUT_FLAGS_DIR": str(folder), "ROLLOUT_SERVER": server}
+    selector = start_selector(tmp_path, bento_urls, env)
+    assert f"starting the selector on {server}" in selector.log_tail()
     with SteadyLoad(base_url(selector), "ab", threads=8) as load:
         load.wait_answers(300)
         # SIGTERM: in-flight requests finish, then each worker writes its buffered events.

@@ -1,4 +1,4 @@
-"""No event lost, even with the store failing at shutdown: real `rollout serve` (gunicorn, two
+"""No event lost, even with the store failing at shutdown: real `rollout serve` (granian, two
 workers) under steady load, then SIGTERM while the store cannot take writes.
 
 - SQLite made read-only under load (chattr +i as root, chmod otherwise).

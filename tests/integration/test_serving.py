@@ -1,4 +1,4 @@
-"""`rollout serve` as in production: gunicorn with several workers, real bentos behind it.
+"""`rollout serve` as in production: granian with several workers, real bentos behind it.
 
 - /metrics sums every worker's samples (prometheus_client multiprocess mode);
 - shadow bentos get a mirrored copy of each request, logged paired with the live exposure;
