@@ -10,6 +10,7 @@ keep-alive unless the bento says `Connection: close`. Other URLs go through urll
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from dataclasses import dataclass
@@ -26,7 +27,10 @@ class BentoConnectionError(Exception):
 
 
 class StaleConnection(BentoConnectionError):
-    """A kept-alive connection the bento had closed: nothing came back, so a resend is safe."""
+    """A kept-alive connection the bento had closed: nothing came back, so a resend is safe.
+
+    BentoPool resends such a request once itself; it raises this only through urllib3's path.
+    """
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,12 @@ class _Connection:
             chunks.append(self._exactly(size))
             self.reader.readline(MAX_LINE + 1)  # the CRLF after each chunk
 
+    def dropped(self) -> bool:
+        """Whether the bento closed this idle connection (readable while idle: EOF or junk)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
+
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
@@ -114,22 +124,33 @@ class BentoPool:
         self._lock = threading.Lock()
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> Reply:
-        """POST `body`; StaleConnection when a kept-alive connection turned out closed."""
+        """POST `body` and return the reply; BentoConnectionError when none came."""
         request = self._request(path, body, headers)
         connection, reused = self._take()
         try:
-            reply, keep = connection.exchange(request)
+            return self._exchange(connection, request)
         except StaleConnection as exc:
+            if not reused:
+                message = "the bento closed a new connection without replying"
+                raise BentoConnectionError(message) from exc
+        # The bento closed a kept-alive connection as it was reused (e.g. its keep-alive timer
+        # ran out): nothing came back, so one resend on a fresh connection is safe.
+        try:
+            return self._exchange(self._connect(), request)
+        except StaleConnection as exc:
+            raise BentoConnectionError(f"the bento closed the connection: {exc}") from exc
+
+    def _exchange(self, connection: _Connection, request: bytes) -> Reply:
+        try:
+            reply, keep = connection.exchange(request)
+        except StaleConnection:
             connection.close()
-            if reused:
-                raise
-            message = "the bento closed a new connection without replying"
-            raise BentoConnectionError(message) from exc
+            raise
         except (OSError, ValueError, BentoConnectionError) as exc:
             connection.close()
             if isinstance(exc, BentoConnectionError):
                 raise
-            if reused and isinstance(exc, ConnectionResetError | BrokenPipeError):
+            if isinstance(exc, ConnectionResetError | BrokenPipeError):
                 raise StaleConnection(f"{type(exc).__name__}: {exc}") from exc
             raise BentoConnectionError(f"{type(exc).__name__}: {exc}") from exc
         if keep:
@@ -144,11 +165,19 @@ class BentoPool:
         return head.encode("latin-1") + self._host_header + b"\r\n" + body
 
     def _take(self) -> tuple[_Connection, bool]:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
+        """An idle connection the bento has not closed, else a new one; whether it was idle."""
+        while True:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            if idle is None:
+                return self._connect(), False
+            if not idle.dropped():
+                return idle, True
+            idle.close()
+
+    def _connect(self) -> _Connection:
         try:
-            return _Connection(self.host, self.port, *self.timeouts), False
+            return _Connection(self.host, self.port, *self.timeouts)
         except OSError as exc:
             raise BentoConnectionError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from service.serving.bento_http import BentoConnectionError, BentoPool, StaleConnection
+from service.serving.bento_http import BentoConnectionError, BentoPool
 
 Script = Callable[[socket.socket, bytes], bool]  # answers one request; False closes the socket
 
@@ -109,20 +110,45 @@ def test_connection_close_or_no_length_is_not_reused(server) -> None:
     assert connections == [2]
 
 
-def test_a_kept_connection_the_bento_closed_is_stale_and_a_new_one_is_not(server) -> None:
-    answered = [0]
+def test_an_idle_connection_the_bento_closed_is_not_reused(server) -> None:
+    requests = [0]
 
     def script(conn: socket.socket, request: bytes) -> bool:
-        answered[0] += 1
+        requests[0] += 1
         conn.sendall(reply("200 OK", b"ok", "Content-Length: 2"))
-        return False  # closes without saying so: the client keeps it, then finds it closed
+        return False  # closes without saying so (as a keep-alive timer running out does)
 
-    url, _, _ = server(script)
+    url, _, connections = server(script)
     bento = pool(url)
     assert bento.post("/predict", b"{}", {}).data == b"ok"
-    with pytest.raises(StaleConnection):
-        bento.post("/predict", b"{}", {})
-    assert bento.post("/predict", b"{}", {}).data == b"ok"  # a fresh connection
+    idle, deadline = bento._idle[0], time.monotonic() + 5
+    while not idle.dropped() and time.monotonic() < deadline:  # the server's close arrives
+        threading.Event().wait(0.01)
+    assert bento.post("/predict", b"{}", {}).data == b"ok"
+    assert connections == [2] and requests == [2]  # nothing sent into the closed connection
+
+
+def test_a_connection_closed_as_it_is_reused_is_resent_once_on_a_fresh_one(server) -> None:
+    requests = [0]
+
+    def script(conn: socket.socket, request: bytes) -> bool:
+        requests[0] += 1
+        if requests[0] == 2:
+            return False  # read the second request, then close without a reply
+        conn.sendall(reply("200 OK", b"ok", "Content-Length: 2"))
+        return True
+
+    url, _, connections = server(script)
+    bento = pool(url)
+    assert bento.post("/predict", b"{}", {}).data == b"ok"
+    assert bento.post("/predict", b"{}", {}).data == b"ok"
+    assert requests == [3] and connections == [2]
+
+
+def test_a_new_connection_closed_without_a_reply_is_a_failure(server) -> None:
+    url, _, _ = server(lambda conn, request: False)
+    with pytest.raises(BentoConnectionError, match="closed a new connection"):
+        pool(url).post("/predict", b"{}", {})
 
 
 def test_a_silent_bento_times_out_and_a_refused_one_fails(server) -> None:
