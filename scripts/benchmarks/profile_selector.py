@@ -38,7 +38,10 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("input contract (fastjsonschema)", ("fastjsonschema", "contracts.py", "<string>")),
     ("input limits (check_tree)", ("serving/limits.py",)),
     ("exposure record (dataclass, queue)", ("store/events.py", "queue.py", "dataclasses.py")),
-    ("bento call (urllib3, http.client)", ("urllib3", "http/client.py", "socket.py")),
+    (
+        "bento call (bento_http, urllib3)",
+        ("bento_http.py", "urllib3", "http/client.py", "socket.py"),
+    ),
     ("logging", ("logging/",)),
     ("Flask / Werkzeug dispatch", ("flask/", "werkzeug/")),
     (

@@ -279,8 +279,10 @@ def serving_rows(
                     direct_bodies,
                 )
                 urls["routed", name] = (route, routed_bodies)
-            for url, bodies in urls.values():  # warm every pool and the model
-                run_load(url, bodies, 4, 1.0)
+            # Warm every pool and the model at the highest concurrency, so that every worker
+            # thread exists (granian starts its threads on demand) before RSS is read.
+            for url, bodies in urls.values():
+                run_load(url, bodies, max(levels), 1.0)
             warm = {name: worker_rss(process) for name, process in selectors.items()}
             metrics = {name: f"http://127.0.0.1:{ports[name]}/metrics" for name in SERVERS}
             rows = [measure(c, urls, seconds, metrics) for c in levels]
