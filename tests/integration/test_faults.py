@@ -354,6 +354,8 @@ def test_sigterm_under_load_keeps_the_exposure_of_every_successful_answer(
     env = {"ROLLOUT_FLAGS_DIR": str(folder), "ROLLOUT_SERVER": server}
     selector = start_selector(tmp_path, bento_urls, env)
     assert f"starting the selector on {server}" in selector.log_tail()
+    log = selector.log_file
+    wait_for(lambda: "selector ready on" in log.read_text(), 30, "the ready line")
     with SteadyLoad(base_url(selector), "ab", threads=8) as load:
         load.wait_answers(300)
         # SIGTERM: in-flight requests finish, then each worker writes its buffered events.
@@ -362,3 +364,4 @@ def test_sigterm_under_load_keeps_the_exposure_of_every_successful_answer(
     assert len(served) >= 300
     assert not [a for a in load.answers if a.status >= 500]  # refused connections, no 5xx
     assert served <= stored_request_ids(tmp_path / "data")
+    assert log.read_text().count("selector ready on") == 1  # said once, by the first worker
