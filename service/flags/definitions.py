@@ -386,7 +386,9 @@ class _FlagReader:
         self.unknown_keys(doc, self.FLAG_KEYS, "")
         # No `default`: the family's stable version (the registry's fact) serves.
         default = self.bento(doc["default"], "default") if doc.get("default") else None
-        variants = self.read_variants(doc.get("variants"))
+        # A flag may serve its default to everyone it is on for (e.g. one bento live, another
+        # shadowing it); without a default, the variants are all it serves.
+        variants = self.read_variants(doc.get("variants"), required=not doc.get("default"))
         environments = self.read_environments(doc.get("environments"), variants)
         ramp = self.read_ramp(doc["ramp"], variants, environments) if "ramp" in doc else None
         if default is None and doc.get("default"):
@@ -532,9 +534,12 @@ class _FlagReader:
             return None
         return tag
 
-    def read_variants(self, raw: Any) -> dict[str, str]:
+    def read_variants(self, raw: Any, *, required: bool) -> dict[str, str]:
+        if not required and (raw is None or raw == {}):
+            return {}
         if not isinstance(raw, dict) or not raw:
-            self.problem("variants", "must map each variant name to the bento tag it serves")
+            needs = " (a flag without a default needs at least one)" if required else ""
+            self.problem("variants", f"must map each variant name to its bento tag{needs}")
             return {}
         variants = {}
         for name, tag in raw.items():
