@@ -91,6 +91,12 @@ class Environment:
     strategies: tuple[Strategy, ...] = ()
 
 
+# Beyond these a value is a typo, and a huge integer would overflow the event store's BIGINT
+# comparisons: a year at one step, a billion users per arm.
+MAX_BAKE_SECONDS = 365 * 24 * 3600
+MAX_MIN_USERS = 1_000_000_000
+
+
 @dataclass(frozen=True)
 class Guardrails:
     """Live limits the guard holds the canary to, against control (None: not checked)."""
@@ -110,7 +116,7 @@ GUARDRAIL_RANGES: dict[str, tuple[float, float, str, bool]] = {
     "latency_p99_ratio": (0.0, math.inf, "a ratio >= 0", True),
     "prediction_psi": (0.0, math.inf, "a PSI >= 0", True),
     "alpha": (1e-9, 0.5, "a significance level in (0, 0.5]", False),
-    "min_requests": (1, math.inf, "a whole number >= 1", False),
+    "min_requests": (1, MAX_MIN_USERS, "a whole number from 1 to 1,000,000,000", False),
 }
 
 
@@ -433,8 +439,11 @@ class _FlagReader:
             self.problem("ramp.control", "control and treatment must differ")
         steps = self.read_steps(raw.get("steps", list(DEFAULT_RAMP_STEPS)))
         numbers = {
-            key: self.positive(raw, key, default)
-            for key, default in (("bake_seconds", 600.0), ("min_users", 200))
+            key: self.positive(raw, key, default, limit)
+            for key, default, limit in (
+                ("bake_seconds", 600.0, MAX_BAKE_SECONDS),
+                ("min_users", 200, MAX_MIN_USERS),
+            )
         }
         if numbers["min_users"] != int(numbers["min_users"]):
             self.problem("ramp.min_users", f"must be a whole number, not {raw['min_users']!r}")
@@ -474,10 +483,10 @@ class _FlagReader:
             return ()
         return tuple(float(s) for s in raw)
 
-    def positive(self, raw: dict[str, Any], key: str, default: float) -> float:
+    def positive(self, raw: dict[str, Any], key: str, default: float, limit: float) -> float:
         value = raw.get(key, default)
-        if not _is_number(value) or value < 0:
-            self.problem(f"ramp.{key}", f"must be a number >= 0, not {value!r}")
+        if not _is_number(value) or not 0 <= value <= limit:
+            self.problem(f"ramp.{key}", f"must be a number from 0 to {limit:,.0f}, not {value!r}")
             return default
         return float(value)
 

@@ -97,6 +97,14 @@ def test_the_ramp_section_parses_with_defaults(flags_dir) -> None:
         ("{canary: 100}", "{canary: .nan}", ".variants.canary", "percentage 0-100"),
         ("{canary: 100}", "{canary: .inf}", ".variants.canary", "percentage 0-100"),
         ("{canary: 100}", "{canary: 150}", ".variants.canary", "percentage 0-100"),
+        ("min_users: 100", "min_users: 99999999999999999999999", "ramp.min_users", "0 to"),
+        ("bake_seconds: 60", "bake_seconds: 1.0e+12", "ramp.bake_seconds", "0 to"),
+        (
+            "error_rate: 0.01",
+            "min_requests: 1000000000000000000000000000000",
+            "ramp.guardrails.min_requests",
+            "whole",
+        ),
     ],
     ids=[
         "unknown-strategy",
@@ -123,6 +131,9 @@ def test_the_ramp_section_parses_with_defaults(flags_dir) -> None:
         "weight-nan",
         "weight-inf",
         "weight-over-100",
+        "min-users-huge",
+        "bake-over-a-year",
+        "min-requests-huge",
     ],
 )
 def test_each_ramp_mistake_names_file_flag_and_field(flags_dir, old, new, field, words) -> None:
