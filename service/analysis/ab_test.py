@@ -23,6 +23,7 @@ from service.analysis.ab_evidence import (
     gather_evidence,
     with_metrics,
 )
+from service.analysis.ab_group_sequential import LookPlan
 from service.analysis.ab_rules import recommend
 from service.analysis.ab_summary import ab_summary
 from service.analysis.decision import (
@@ -218,7 +219,16 @@ def _policy(params: dict[str, Any], problems: list[str]) -> DecisionPolicy:
         guardrails=DEFAULT_GUARDRAILS if params["guardrails"] else (),
         engine=engine,
         prior=_prior(params, problems),
+        plan=_plan(params, problems) if engine == "group-sequential" else LookPlan(),
     )
+
+
+def _plan(params: dict[str, Any], problems: list[str]) -> LookPlan:
+    """The group-sequential engine's looks; a plan it cannot use is named and the report holds."""
+    looks = params.get("looks")
+    plan = LookPlan(5 if looks is None else looks, params.get("look"), params.get("planned_users"))
+    problems += plan.problems()
+    return plan
 
 
 def _prior(params: dict[str, Any], problems: list[str]) -> GaussianPrior:
