@@ -35,10 +35,17 @@ Rule = Callable[[Evidence, DecisionPolicy, float | None], Verdict | None]
 
 def recommend(evidence: Evidence, policy: DecisionPolicy, current_step: float | None) -> Verdict:
     """Apply `RULES` in order; the first rule that returns a verdict decides."""
+    return deciding_rule(evidence, policy, current_step)[1]
+
+
+def deciding_rule(
+    evidence: Evidence, policy: DecisionPolicy, current_step: float | None
+) -> tuple[Rule, Verdict]:
+    """The first rule of `RULES` that returns a verdict, and its verdict."""
     for rule in RULES:
         verdict = rule(evidence, policy, current_step)
         if verdict is not None:
-            return verdict
+            return rule, verdict
     raise AssertionError("the last rule always decides")  # pragma: no cover
 
 

@@ -62,6 +62,10 @@ class Decision:
     # A/B: how the primary metric was decided: the engine, the check that decided it and its
     # decisive p-value (after the correction across goal metrics), so a reader needs no rule.
     primary: dict[str, Any] = field(default_factory=dict)
+    # A/B/n: the treatment arm the recommendation is about (None: no arm, or a two-arm test),
+    # and each treatment's share of traffic (percent) when the report was made.
+    arm: str | None = None
+    arm_steps: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready `decision.json` document (NaN and infinities become null)."""
