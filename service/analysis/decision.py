@@ -113,11 +113,16 @@ def missing_inputs_check(problems: Sequence[str]) -> Check:
     )
 
 
+# A step within this many points counts as reached: weights have one decimal, so an arm of an
+# A/B/n strategy ramped to 25% may serve 24.98% (service.flags.arm_moves).
+STEP_TOLERANCE = 0.05
+
+
 def next_ramp_step(current: float | None, steps: Sequence[float]) -> float | None:
     """The first step above `current` (the first step when unknown); None if at the last one."""
     if current is None:
         return steps[0]
-    return next((s for s in steps if s > current), None)
+    return next((s for s in steps if s > current + STEP_TOLERANCE), None)
 
 
 def parse_ramp_steps(text: str | Sequence[float]) -> tuple[float, ...]:
