@@ -131,7 +131,7 @@ def _pair_checks(arm: ArmEvidence, policy: DecisionPolicy) -> list[Check]:
 
 def _for_arm(check: Check, arm: ArmEvidence, control: str, policy: DecisionPolicy) -> Check:
     decisive = primary_summary(arm.evidence, policy).get("check")
-    details = {**check.details, "arm": arm.arm, "control": control}
+    details = {**check.details, "arm": arm.arm, "control_arm": control}
     p_value, passed = check.p_value, check.passed
     if check.name == decisive:
         details |= {
