@@ -26,7 +26,13 @@ from service.analysis.ab_checks import arm_rows, checks, primary_summary
 from service.analysis.ab_evidence import DecisionPolicy
 from service.analysis.decision import Check, Decision, _iso, _pct, _step
 from service.analysis.queries import AbSample
-from service.analysis.stats import ADJUSTMENT_NAMES, ArmsResult, MomentStats, SrmResult
+from service.analysis.stats import (
+    ADJUSTMENT_NAMES,
+    ArmsResult,
+    MomentStats,
+    SrmResult,
+    adjust_p_values,
+)
 
 # Checks about the pair that the k-arm checks replace.
 _SHARED = ("sample_size", "sample_ratio_mismatch", "users_in_both_arms")
@@ -120,8 +126,53 @@ def _checks(sample: AbSample, evidence: ArmsEvidence, policy: DecisionPolicy) ->
         result.append(_srm_row(evidence.srm))
     if evidence.independence is not None:
         result.append(_independence_row(evidence.independence, policy))
-    for arm in evidence.arms:
-        result += [_for_arm(c, arm, evidence.control, policy) for c in _pair_checks(arm, policy)]
+    per_arm = [
+        [_for_arm(c, arm, evidence.control, policy) for c in _pair_checks(arm, policy)]
+        for arm in evidence.arms
+    ]
+    for base in ("difference", "relative_lift"):
+        per_arm = _corrected_across_arms(per_arm, base, policy)
+    for arm_checks in per_arm:
+        result += arm_checks
+    return result
+
+
+def _corrected_across_arms(
+    per_arm: list[list[Check]], base: str, policy: DecisionPolicy
+) -> list[list[Check]]:
+    """Each arm's `base` check, when it is not the deciding one (already corrected), with its
+    p-value corrected across the arms like the deciding one, so that its p-value and its
+    interval (already at the arm's corrected level) agree."""
+    found = [
+        next(
+            (
+                i
+                for i, c in enumerate(cs)
+                if c.name.partition(":")[0] == base and c.details.get("corrected") is False
+            ),
+            None,
+        )
+        for cs in per_arm
+    ]
+    raw = [
+        cs[i].p_value if i is not None and cs[i].p_value is not None else 1.0
+        for cs, i in zip(per_arm, found, strict=True)
+    ]
+    adjusted = adjust_p_values(raw, policy.correction)
+    result = []
+    for cs, i, p in zip(per_arm, found, adjusted, strict=True):
+        if i is None or cs[i].p_value is None:
+            result.append(cs)
+            continue
+        check = cs[i]
+        details = {
+            **check.details,
+            "raw_p_value": check.p_value,
+            "correction": f"{ADJUSTMENT_NAMES[policy.correction]} across the treatment arms",
+            "corrected": True,
+        }
+        fixed = replace(check, p_value=p, passed=check.passed and p < policy.alpha, details=details)
+        result.append([*cs[:i], fixed, *cs[i + 1 :]])
     return result
 
 

@@ -82,6 +82,20 @@ def test_each_arm_has_its_own_checks_with_corrected_p_and_matching_intervals():
     assert _check(document, "arms_chi_square")["details"]["degrees_of_freedom"] == 2
 
 
+def test_each_arms_relative_lift_is_corrected_across_the_arms_too():
+    # A p-value next to an interval must be for the same estimand at the same level: the
+    # relative lift's interval is at the arm's corrected level, so its p-value is corrected too.
+    counts = {"control": (2000, 600), "b": (2000, 650), "c": (2000, 680)}
+    document = _decide(counts)
+    lifts = [_check(document, f"relative_lift:{arm}") for arm in ("b", "c")]
+    raw = [lift["details"]["raw_p_value"] for lift in lifts]
+    for lift, p in zip(lifts, adjust_p_values(raw, "holm"), strict=True):
+        assert lift["p_value"] == pytest.approx(p) and lift["details"]["corrected"] is True
+        assert lift["p_value"] >= lift["details"]["raw_p_value"]
+        low, high = lift["interval"]
+        assert (low > 0 or high < 0) == (lift["p_value"] < ALPHA)
+
+
 def test_holm_intervals_agree_with_the_step_down():
     # The second arm is rejected by Holm (p < alpha/1 after the first) but not by Bonferroni.
     raw = [0.01, 0.04]
