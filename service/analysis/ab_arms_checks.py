@@ -154,9 +154,9 @@ def _corrected_across_arms(
         )
         for cs in per_arm
     ]
+    # An arm without the test counts as p = 1: never a finding, and the family keeps its size.
     raw = [
-        cs[i].p_value if i is not None and cs[i].p_value is not None else 1.0
-        for cs, i in zip(per_arm, found, strict=True)
+        _p_or_one(cs[i] if i is not None else None) for cs, i in zip(per_arm, found, strict=True)
     ]
     adjusted = adjust_p_values(raw, policy.correction)
     result = []
@@ -174,6 +174,10 @@ def _corrected_across_arms(
         fixed = replace(check, p_value=p, passed=check.passed and p < policy.alpha, details=details)
         result.append([*cs[:i], fixed, *cs[i + 1 :]])
     return result
+
+
+def _p_or_one(check: Check | None) -> float:
+    return 1.0 if check is None or check.p_value is None else check.p_value
 
 
 def _pair_checks(arm: ArmEvidence, policy: DecisionPolicy) -> list[Check]:
