@@ -45,7 +45,7 @@ from service.analysis.stats import (
     welch_test,
 )
 from service.analysis.stats.proportions import DIFFERENCE
-from service.flags.definitions import DEFAULT_RAMP_STEPS
+from service.flags.model import DEFAULT_RAMP_STEPS
 
 
 @dataclass(frozen=True)

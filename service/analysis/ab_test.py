@@ -46,7 +46,7 @@ from service.analysis.stats import (
     GaussianPrior,
     MomentStats,
 )
-from service.flags.definitions import DEFAULT_RAMP_STEPS
+from service.flags.model import DEFAULT_RAMP_STEPS
 
 # Errors and fallbacks: at most 1 pp more than control; latency: at most 20% slower.
 DEFAULT_GUARDRAILS: tuple[GuardrailSpec, ...] = (

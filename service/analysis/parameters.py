@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.analysis.stats import SRM_THRESHOLD
-from service.flags.definitions import DEFAULT_RAMP_STEPS
+from service.flags.model import DEFAULT_RAMP_STEPS
 from service.store import PRIMARY_METRIC
 
 Coerced = tuple[dict[str, Any], list[str]]

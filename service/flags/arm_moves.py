@@ -22,7 +22,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from service.flags.definitions import RampSchedule
+from service.flags.model import RampSchedule
 from service.flags.ramp import Doc, Move, RampError, current_step, ramp_strategy
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from service.analysis.reports import run_ab_report, run_validation_report
 from service.config import Settings
-from service.flags.definitions import DEFAULT_RAMP_STEPS, load_flags
+from service.flags.definitions import load_flags
+from service.flags.model import DEFAULT_RAMP_STEPS
 from service.harness.simulate import SimulationSummary, simulate, temporary_key
 from service.processes import free_port, selector_process
 from service.registry.bento_process import BentoProcess

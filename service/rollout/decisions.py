@@ -26,7 +26,8 @@ from service.config import Settings
 from service.errors import RolloutError, UnknownFlag
 from service.flags.arm_moves import arm_steps, arms_split, move_arm
 from service.flags.audit import DECIDE, STATE_ACTIONS, AuditStore
-from service.flags.definitions import FlagDefinition, FlagSet, RampSchedule, load_flags
+from service.flags.definitions import load_flags
+from service.flags.model import FlagDefinition, FlagSet, RampSchedule
 from service.flags.ramp import (
     Doc,
     Move,

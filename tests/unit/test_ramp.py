@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from service.errors import FlagDefinitionError
-from service.flags.definitions import Guardrails, load_flags
+from service.flags.definitions import load_flags
 from service.flags.documents import flag_doc
+from service.flags.model import Guardrails
 from service.flags.ramp import RampError, current_step, move, next_step
 from service.rollout.decisions import report_defaults
 
