@@ -150,6 +150,14 @@ def _check_options(params: dict[str, Any], arms: list[Any]) -> None:
     except ValueError as exc:
         raise ReportRefused(f"--expected-split: {exc}") from None
     engine = "sequential" if params.get("sequential") else params.get("engine") or "frequentist"
+    if len(arms) > 2 and not str(params.get("expected_split") or "").strip():
+        # Guessing equal shares would hold every report on a sample ratio "mismatch" that is
+        # only the guess: arms of different strategies (a segment's canary) are not split 1:1.
+        raise ReportRefused(
+            f"--expected-split: an A/B/n report needs the split between "
+            f"{', '.join(str(a) for a in arms)}; the flag gives it only when every arm is a "
+            "variant of its ramp strategy and that strategy alone assigns them"
+        )
     if len(arms) > 2:
         policy = DecisionPolicy(engine=engine)
         goals = split_names(params.get("goal_metrics"))

@@ -47,6 +47,11 @@ def populate(url: str, users: int = 3_000, seed: int = 13) -> None:
         if rng.random() < RATES[arm]:
             results.append({"ts": ts + 30, "request_id": f"abn-{n}", "metric": "retained",
                             "value": 1.0})  # fmt: skip
+    # The EU enterprise canary: its own strategy, so not randomized against the A/B arms.
+    rows += [
+        {**rows[0], "request_id": f"canary-{n}", "user_id": f"eu-{n}", "variant": "canary"}
+        for n in range(30)
+    ]
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(exposures.insert(), rows)
@@ -142,8 +147,9 @@ def test_group_sequential_report_names_its_look_bound_and_alpha_spent(rollout):
         (["--treatment", "treatment,b", "--engine", "bayesian"], "not defined for more than"),
         (["--treatment", "treatment,c"], "treatment arm 'c' was never served"),
         (["--engine", "group-sequential"], "needs the current look (--look)"),
+        (["--treatment", "treatment,canary"], "--expected-split: an A/B/n report needs the split"),
     ],
-    ids=["split", "engine", "arm", "looks"],
+    ids=["split", "engine", "arm", "looks", "arm-of-another-strategy"],
 )
 def test_options_that_cannot_work_are_one_error_line(rollout, args, words):
     result = rollout("report", "ab", "--flag", "churn-model", "--window", "24h", *args)
