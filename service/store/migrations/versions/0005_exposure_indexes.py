@@ -7,8 +7,9 @@
   walk a random path comparing strings. SQLite has no hash index; they stay B-trees there.
 - `ux_exposures_event_id` (0004) is unchanged.
 
-Measured by scripts/benchmarks/selector.py: PostgreSQL spent about 10 us of server time per
-exposure with the five indexes, 8 with these. Idempotent: each step looks at what is there.
+Measured with a bare binary COPY of 200,000 exposures (random request ids, 2,000 users): the
+PostgreSQL backend spent 9.8 us of CPU per row with B-trees on request_id and user_id, 7.8 us
+with hash indexes; without any index 3.5 us. Idempotent: each step looks at what is there.
 
 Revision ID: 0005
 """
