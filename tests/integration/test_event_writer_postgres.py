@@ -123,7 +123,9 @@ def indexes(engine: sa.Engine) -> dict[str, str]:
         return {row.indexname: row.indexdef for row in rows}
 
 
-def test_migrated_exposures_keep_the_indexes_their_readers_use(postgres_url: str) -> None:
+def test_migrated_exposures_keep_the_indexes_their_readers_use(
+    postgres_url: str, tmp_path: Path
+) -> None:
     engine = sa.create_engine(postgres_url)
     migrate(engine)  # an empty database: 0001 makes the old single-column indexes, 0005 these
     found = indexes(engine)
@@ -141,5 +143,7 @@ def test_migrated_exposures_keep_the_indexes_their_readers_use(postgres_url: str
             ).scalars()
             # (on each monthly partition: its copy of the index is named after the partition)
             assert f"Index Cond: (({column})::text = ANY" in "\n".join(plan)
-    assert create_engine(postgres_url) is not None  # the service's start-up adds nothing back
-    assert indexes(engine) == found
+    # The service's start-up adds nothing back, and binary COPY routes rows into the partitions.
+    writer = write(postgres_url, VARIED, tmp_path / "dead.jsonl")
+    assert writer.written == len(VARIED) and indexes(engine) == found
+    assert [row["request_id"] for row in stored(engine)] == ["empty-json", "full", "plain"]
