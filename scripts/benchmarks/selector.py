@@ -11,7 +11,8 @@
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags.
 3. Exposures written per second by the event writer, from `record()` to committed rows: SQLite,
-   and PostgreSQL with `--postgres-url postgresql+psycopg://.../an_empty_database`.
+   and PostgreSQL with `--postgres-url postgresql+psycopg://.../an_empty_database`; beside it
+   the floors below it (scripts/benchmarks/event_rates.py). `--only events` runs this alone.
 4. Memory: RSS of each selector worker after warm-up and after the whole run (growth = leak).
 
 Targets (DESIGN.md), printed as met or missed: added p50 <= 0.5 ms and p99 <= 1.5 ms at
@@ -33,8 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
-import sqlalchemy as sa
 import urllib3
+from event_rates import EventRates, event_checks, event_rates, print_events
 
 from service.config import Settings
 from service.flags.definitions import load_flags
@@ -45,9 +46,6 @@ from service.registry.population import population
 from service.serving.catalog import BentoCatalog
 from service.serving.flag_client import FlagClient
 from service.serving.routing import decide
-from service.store import bulk
-from service.store.events import Exposure, create_engine, exposures
-from service.store.writer import EventWriter
 
 FLAG = """
 flag: bench
@@ -148,49 +146,6 @@ def routing_cost(flags_dir: Path, settings: Settings, n: int = 50_000) -> tuple[
     return statistics.median(bare) + difference, statistics.median(bare)
 
 
-def bench_exposures(n: int) -> list[Exposure]:
-    return [
-        Exposure(f"r{i}", "bench", "development", "control", "churn:v1", "x", 200, f"u{i}")
-        for i in range(n)
-    ]
-
-
-def events_per_second(database_url: str, n: int = 200_000) -> tuple[float, float]:
-    """Exposures a second through the writer, and the store's own floor, on fresh tables.
-
-    Through the writer: from `record()` to committed rows, with the service's batch size. The
-    events are built before the clock starts: a request builds its exposure anyway, and what is
-    measured is the writer (queue, batching, the insert), not the benchmark's loop. The floor:
-    the same rows written by `bulk.write` in batches from one thread, with no queue, i.e. what
-    this store takes on this machine whatever the writer does.
-    """
-    engine = create_engine(database_url)
-    _empty(engine)
-    events = bench_exposures(n)
-    batch = Settings.load().event_batch_size
-    writer = EventWriter(engine, batch_size=batch, queue_size=n)
-    started = time.perf_counter()
-    for event in events:
-        writer.record(event)
-    writer.close(timeout=300)
-    through_writer = writer.written / (time.perf_counter() - started)
-    _empty(engine)
-    events = bench_exposures(n)
-    started = time.perf_counter()
-    for first in range(0, n, batch):
-        with engine.begin() as conn:
-            bulk.write(conn, events[first : first + batch])
-    floor = n / (time.perf_counter() - started)
-    _empty(engine)
-    engine.dispose()
-    return through_writer, floor
-
-
-def _empty(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(exposures.delete())
-
-
 @dataclass(frozen=True)
 class Row:
     concurrency: int
@@ -210,7 +165,16 @@ def main() -> None:
         default=None,
         help="also measure events written to this (empty) PostgreSQL database",
     )
+    parser.add_argument(
+        "--only", choices=["events"], help="run only this section (events: section 3)"
+    )
     args = parser.parse_args()
+    if args.only == "events":
+        with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
+            rates = event_rates(Path(tmp), args.postgres_url)
+        print_events(rates)
+        print_checks(event_checks(rates))
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
 
     base = Settings.load()
@@ -224,9 +188,7 @@ def main() -> None:
         rows, memory = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
         settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
         ours, bare = routing_cost(flags_dir, settings)
-        rates = {"SQLite": events_per_second(f"sqlite:///{work / 'events.db'}")}
-        if args.postgres_url:
-            rates["PostgreSQL"] = events_per_second(args.postgres_url)
+        rates = event_rates(work, args.postgres_url)
     print_table(rows, ours, bare, rates)
     print_memory(memory)
     print_targets(rows, ours, bare, rates)
@@ -352,9 +314,7 @@ def _added(result: LoadResult, base: LoadResult) -> str:
     return f"{d50:+.2f} / {d99:+.2f}"
 
 
-def print_table(
-    rows: list[Row], ours: float, bare: float, rates: dict[str, tuple[float, float]]
-) -> None:
+def print_table(rows: list[Row], ours: float, bare: float, rates: dict[str, EventRates]) -> None:
     print(
         "| concurrency | direct p50 / p99 ms | floor (one hop) p50 / p99 ms "
         "| selector p50 / p99 ms | floor adds | selector adds | direct req/s | floor req/s "
@@ -376,11 +336,7 @@ def print_table(
     print("| --- | --- | --- |")
     print(f"| {ours:.1f} | {bare:.1f} | {ours - bare:+.1f} |")
     print()
-    for store, (rate, floor) in rates.items():
-        print(
-            f"events written: {rate:,.0f} per second ({store}; the store's floor, bulk writes "
-            f"from one thread without the queue: {floor:,.0f} per second)"
-        )
+    print_events(rates)
     print(
         "in-selector ms: mean time a predict spends in the selector's own code (routing, "
         "input check, metrics, logging), i.e. the added latency minus the extra HTTP hop"
@@ -393,9 +349,7 @@ def print_memory(memory: dict[int, tuple[float, float]]) -> None:
         print(f"selector worker {pid}: RSS {warm:.1f} MiB after warm-up, {after:.1f} MiB after run")
 
 
-def print_targets(
-    rows: list[Row], ours: float, bare: float, rates: dict[str, tuple[float, float]]
-) -> None:
+def print_targets(rows: list[Row], ours: float, bare: float, rates: dict[str, EventRates]) -> None:
     """Each DESIGN.md target with the measured figure, met or missed."""
     by_c = {row.concurrency: row for row in rows}
     checks: list[tuple[str, float | None, float, bool]] = []  # name, value, target, lower-is-ok
@@ -407,15 +361,18 @@ def print_targets(
         d, r = by_c[16].direct, by_c[16].routed
         checks.append(("throughput vs direct at c=16", r.throughput / d.throughput, 0.9, False))
     checks.append(("decision minus bare get_variant (us)", ours - bare, 10.0, True))
-    for store, (rate, _floor) in rates.items():
-        checks.append((f"exposures written per second, {store}", rate, 100_000, False))
+    checks += event_checks(rates)
     errors = sum(row.routed.errors for row in rows)
+    print_checks(checks)
+    print(f"{'met   ' if errors == 0 else 'MISSED'}  selector errors: {errors} (target 0)")
+
+
+def print_checks(checks: list[tuple[str, float | None, float, bool]]) -> None:
     print()
     for name, value, target, lower in checks:
         met = value is not None and (value <= target if lower else value >= target)
         sign = "<=" if lower else ">="
         print(f"{'met   ' if met else 'MISSED'}  {name}: {value:.3g} (target {sign} {target:g})")
-    print(f"{'met   ' if errors == 0 else 'MISSED'}  selector errors: {errors} (target 0)")
 
 
 if __name__ == "__main__":
