@@ -11,7 +11,8 @@
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags.
 3. Exposures written per second by the event writer, from `record()` to committed rows: SQLite,
-   and PostgreSQL with `--postgres-url postgresql+psycopg://.../an_empty_database`.
+   and PostgreSQL with `--postgres-url postgresql+psycopg://.../an_empty_database`; beside it
+   the floors below it (scripts/benchmarks/event_rates.py). `--only events` runs this alone.
 4. Memory: RSS of each selector worker after warm-up and after the whole run (growth = leak).
 
 Targets (DESIGN.md), printed as met or missed: added p50 <= 0.5 ms and p99 <= 1.5 ms at
@@ -34,8 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
-import sqlalchemy as sa
 import urllib3
+from event_rates import EventRates, event_checks, event_rates, print_events
 
 from service.config import Settings
 from service.flags.definitions import load_flags
@@ -46,9 +47,6 @@ from service.registry.population import population
 from service.serving.catalog import BentoCatalog
 from service.serving.flag_client import FlagClient
 from service.serving.routing import decide
-from service.store import bulk
-from service.store.events import Exposure, create_engine, exposures
-from service.store.writer import EventWriter
 
 FLAG = """
 flag: bench
@@ -149,49 +147,6 @@ def routing_cost(flags_dir: Path, settings: Settings, n: int = 50_000) -> tuple[
     return statistics.median(bare) + difference, statistics.median(bare)
 
 
-def bench_exposures(n: int) -> list[Exposure]:
-    return [
-        Exposure(f"r{i}", "bench", "development", "control", "churn:v1", "x", 200, f"u{i}")
-        for i in range(n)
-    ]
-
-
-def events_per_second(database_url: str, n: int = 200_000) -> tuple[float, float]:
-    """Exposures a second through the writer, and the store's own floor, on fresh tables.
-
-    Through the writer: from `record()` to committed rows, with the service's batch size. The
-    events are built before the clock starts: a request builds its exposure anyway, and what is
-    measured is the writer (queue, batching, the insert), not the benchmark's loop. The floor:
-    the same rows written by `bulk.write` in batches from one thread, with no queue, i.e. what
-    this store takes on this machine whatever the writer does.
-    """
-    engine = create_engine(database_url)
-    _empty(engine)
-    events = bench_exposures(n)
-    batch = Settings.load().event_batch_size
-    writer = EventWriter(engine, batch_size=batch, queue_size=n)
-    started = time.perf_counter()
-    for event in events:
-        writer.record(event)
-    writer.close(timeout=300)
-    through_writer = writer.written / (time.perf_counter() - started)
-    _empty(engine)
-    events = bench_exposures(n)
-    started = time.perf_counter()
-    for first in range(0, n, batch):
-        with engine.begin() as conn:
-            bulk.write(conn, events[first : first + batch])
-    floor = n / (time.perf_counter() - started)
-    _empty(engine)
-    engine.dispose()
-    return through_writer, floor
-
-
-def _empty(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(exposures.delete())
-
-
 SERVERS = ("granian", "gunicorn")  # what `rollout serve --server` offers; the default first
 
 
@@ -215,7 +170,16 @@ def main() -> None:
         default=None,
         help="also measure events written to this (empty) PostgreSQL database",
     )
+    parser.add_argument(
+        "--only", choices=["events"], help="run only this section (events: section 3)"
+    )
     args = parser.parse_args()
+    if args.only == "events":
+        with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
+            rates = event_rates(Path(tmp), args.postgres_url)
+        print_events(rates)
+        print_checks(event_checks(rates))
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
 
     base = Settings.load()
@@ -229,9 +193,7 @@ def main() -> None:
         rows, memory = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
         settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
         ours, bare = routing_cost(flags_dir, settings)
-        rates = {"SQLite": events_per_second(f"sqlite:///{work / 'events.db'}")}
-        if args.postgres_url:
-            rates["PostgreSQL"] = events_per_second(args.postgres_url)
+        rates = event_rates(work, args.postgres_url)
     print_table(rows, ours, bare, rates)
     print_memory(memory)
     print_targets(rows, ours, bare, rates)
@@ -427,19 +389,13 @@ def _added(result: LoadResult, base: LoadResult) -> str:
     return f"{d50:+.2f} / {d99:+.2f}"
 
 
-def print_table(
-    rows: list[Row], ours: float, bare: float, rates: dict[str, tuple[float, float]]
-) -> None:
+def print_table(rows: list[Row], ours: float, bare: float, rates: dict[str, EventRates]) -> None:
     print_serving(rows)
     print("| routing decision (us/call) | bare UnleashClient.get_variant (us/call) | difference |")
     print("| --- | --- | --- |")
     print(f"| {ours:.1f} | {bare:.1f} | {ours - bare:+.1f} |")
     print()
-    for store, (rate, floor) in rates.items():
-        print(
-            f"events written: {rate:,.0f} per second ({store}; the store's floor, bulk writes "
-            f"from one thread without the queue: {floor:,.0f} per second)"
-        )
+    print_events(rates)
     print(
         "in-selector ms: mean time a predict spends in the selector's own code (routing, "
         "input check, metrics, logging), i.e. the added latency minus the extra HTTP hop"
@@ -498,14 +454,15 @@ def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool
     return checks
 
 
-def print_targets(
-    rows: list[Row], ours: float, bare: float, rates: dict[str, tuple[float, float]]
-) -> None:
+def print_targets(rows: list[Row], ours: float, bare: float, rates: dict[str, EventRates]) -> None:
     """Each DESIGN.md target with the measured figure, met or missed."""
     checks = serving_checks(rows)  # name, value, target, lower-is-ok
     checks.append(("decision minus bare get_variant (us)", ours - bare, 10.0, True))
-    for store, (rate, _floor) in rates.items():
-        checks.append((f"exposures written per second, {store}", rate, 100_000, False))
+    checks += event_checks(rates)
+    print_checks(checks)
+
+
+def print_checks(checks: list[tuple[str, float | None, float, bool]]) -> None:
     print()
     for name, value, target, lower in checks:
         met = value is not None and (value <= target if lower else value >= target)

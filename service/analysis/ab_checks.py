@@ -11,6 +11,7 @@ from service.analysis.ab_evidence import (
     _decisive_effect,
     _is_better,
 )
+from service.analysis.ab_group_sequential import GroupSequentialLook
 from service.analysis.ab_rules import Verdict
 from service.analysis.decision import Check, _pct, _step
 from service.analysis.stats import (
@@ -53,6 +54,8 @@ def checks(ev: Evidence, policy: DecisionPolicy) -> list[Check]:
         result.append(_sequential_row(ev.sequential))
     if ev.bayesian is not None:
         result.append(_bayesian_row(ev.bayesian, policy))
+    if ev.group_sequential is not None:
+        result.append(_group_sequential_row(ev.group_sequential, policy))
     if ev.power is not None:
         result.append(_power_check_row(ev.power, policy))
     result.extend(
@@ -157,6 +160,32 @@ def _sequential_row(seq: SequentialResult) -> Check:
     )
 
 
+def _group_sequential_row(g: GroupSequentialLook, policy: DecisionPolicy) -> Check:
+    return Check(
+        name="group_sequential",
+        method=g.method,
+        estimate=g.difference,
+        statistic=g.statistic,
+        p_value=g.p_value,
+        interval=(g.interval.low, g.interval.high),
+        passed=g.crossed and (g.difference > 0) == policy.higher_is_better,
+        details={
+            "engine": "group-sequential",
+            "look": g.look,
+            "looks": g.looks,
+            "final": g.final,
+            "information": list(g.information),
+            "bound": g.bound,
+            "nominal_alpha": g.nominal_alpha,
+            "alpha_spent": g.alpha_spent,
+            "alpha": g.alpha,
+            "crossed": g.crossed,
+            "interval_method": g.interval.method,
+        },
+        estimand=DIFFERENCE,
+    )
+
+
 def _guardrail_row(g: GuardrailResult) -> Check:
     spec, effect, test = g.spec, g.effect, g.test
     ci = effect.difference_interval if effect is not None else None
@@ -195,6 +224,19 @@ def primary_summary(ev: Evidence, policy: DecisionPolicy) -> dict[str, Any]:
     if ev.test is None:
         return {"engine": policy.engine, "check": None, "p_value": None, "significant": False}
     check = "difference"
+    if ev.group_sequential is not None:
+        g = ev.group_sequential
+        return {
+            "engine": policy.engine,
+            "check": "group_sequential",
+            "p_value": g.p_value,
+            "significant": ev.primary_significant,
+            "bound": g.bound,
+            "nominal_alpha": g.nominal_alpha,
+            "alpha_spent": g.alpha_spent,
+            "look": g.look,
+            "looks": g.looks,
+        }
     if ev.sequential is not None:
         check = "sequential"
     elif ev.bayesian is not None:

@@ -10,6 +10,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from service.analysis.ab_group_sequential import (
+    GroupSequentialLook,
+    LookPlan,
+    group_sequential_look,
+)
 from service.analysis.decision import _p, _pct
 from service.analysis.queries import (
     AbSample,
@@ -40,7 +45,7 @@ from service.analysis.stats import (
     welch_test,
 )
 from service.analysis.stats.proportions import DIFFERENCE
-from service.flags.definitions import DEFAULT_RAMP_STEPS
+from service.flags.model import DEFAULT_RAMP_STEPS
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class DecisionPolicy:
     guardrails: tuple[GuardrailSpec, ...] = ()
     engine: str = "frequentist"  # one of ENGINES: what the primary metric is decided on
     prior: GaussianPrior = field(default_factory=GaussianPrior)  # Bayesian: prior on the lift
+    plan: LookPlan = field(default_factory=LookPlan)  # group-sequential: the planned looks
 
     @property
     def sequential(self) -> bool:
@@ -71,6 +77,7 @@ ENGINES = {
     "frequentist": "fixed horizon: pooled z-test (CUPED-adjusted when there is a pre-period)",
     "sequential": "mixture SPRT: always-valid p-value, safe to look at any time",
     "bayesian": "Bayesian: chance to win beyond 1 - alpha/2 (gbstats effect test)",
+    "group-sequential": "planned looks: z against the Lan-DeMets alpha-spending boundary",
 }
 
 
@@ -121,10 +128,15 @@ class Evidence:
     goals: tuple[GoalResult, ...] = ()
     guardrails: tuple[GuardrailResult, ...] = ()
     alpha: float = 0.05
+    engine: str = "frequentist"
+    group_sequential: GroupSequentialLook | None = None
 
     @property
     def primary_significant(self) -> bool:
-        """The primary goal metric differs, by its decisive (corrected) p-value."""
+        """The primary goal metric differs, by its decisive (corrected) p-value; for the
+        group-sequential engine, by crossing this look's boundary."""
+        if self.engine == "group-sequential":
+            return self.group_sequential is not None and self.group_sequential.crossed
         p = self.primary_p if self.primary_p is not None else None
         if p is None and self.test is not None:
             p = self.test.p_value
@@ -195,15 +207,22 @@ def with_metrics(
 ) -> Evidence:
     """Add CUPED, sequential, further goals (corrected together) and guardrails to `ev`."""
     compared = ev.test is not None
-    cuped = _cuped(primary, arms, policy.alpha) if compared else None
+    staged = policy.engine == "group-sequential"
+    # The boundaries are for the unadjusted z: no CUPED under the group-sequential engine.
+    cuped = _cuped(primary, arms, policy.alpha) if compared and not staged else None
     sequential = _sequential(ev, policy) if policy.sequential and compared else None
     bayesian = _bayesian(ev, policy) if policy.engine == "bayesian" and compared else None
+    looked = None
+    if staged and ev.test is not None:
+        looked = group_sequential_look(ev.test, policy.plan, policy.alpha)
     goal_effects = {
         metric: found
         for metric, moments in goals.items()
         if (found := _goal(moments, arms, policy.alpha)) is not None
     }
-    decisive = _decisive_p(ev, cuped, sequential, bayesian)
+    # The group-sequential boundary already controls the primary metric's error over the
+    # looks; the goal metrics are corrected among themselves.
+    decisive = None if staged else _decisive_p(ev, cuped, sequential, bayesian)
     # The family: the primary metric first, then the further goals, corrected together.
     raw = [] if decisive is None else [decisive]
     raw += [_decisive_effect(*found).p_value for found in goal_effects.values()]
@@ -225,6 +244,8 @@ def with_metrics(
             for spec in policy.guardrails
         ),
         alpha=policy.alpha,
+        engine=policy.engine,
+        group_sequential=looked,
     )
 
 

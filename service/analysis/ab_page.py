@@ -11,6 +11,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from service.analysis.ab_arms_page import arms_table_html
 from service.analysis.drilldown import DrillDown, SliceResult
 from service.analysis.metric_rows import (
     INCONCLUSIVE,
@@ -136,6 +137,8 @@ def results_table_html(document: dict[str, Any]) -> str:
     """One row per metric with both arms' values, the changes, an interval bar on a shared
     (relative change) axis, the deciding p-value or chance to win and risk, and the verdict in
     colour and words; methods in numbered footnotes and each row's tooltip."""
+    if len(document.get("arm_steps") or {}) > 1:
+        return arms_table_html(document)
     rows = metric_rows(document)
     if not rows:
         return "<p><em>No comparison: an arm has no users in the window.</em></p>"

@@ -35,10 +35,17 @@ Rule = Callable[[Evidence, DecisionPolicy, float | None], Verdict | None]
 
 def recommend(evidence: Evidence, policy: DecisionPolicy, current_step: float | None) -> Verdict:
     """Apply `RULES` in order; the first rule that returns a verdict decides."""
+    return deciding_rule(evidence, policy, current_step)[1]
+
+
+def deciding_rule(
+    evidence: Evidence, policy: DecisionPolicy, current_step: float | None
+) -> tuple[Rule, Verdict]:
+    """The first rule of `RULES` that returns a verdict, and its verdict."""
     for rule in RULES:
         verdict = rule(evidence, policy, current_step)
         if verdict is not None:
-            return verdict
+            return rule, verdict
     raise AssertionError("the last rule always decides")  # pragma: no cover
 
 
@@ -184,6 +191,16 @@ def _inconclusive(ev: Evidence, policy: DecisionPolicy, step: float | None) -> V
             f"adequately powered: {power.power_at_target_lift:.0%} power to detect a "
             f"{power.target_lift:+.0%} lift, so any effect is likely smaller than that"
         )
+    if ev.group_sequential is not None and not ev.group_sequential.final:
+        reasons = [
+            f"continue collecting: no boundary crossed ({_effect(ev.test)}{_decided_by(ev)}); "
+            f"the next look may spend more of alpha"
+        ]
+    elif ev.group_sequential is not None:
+        reasons = [
+            f"final look: no boundary crossed ({_effect(ev.test)}{_decided_by(ev)}); the test "
+            "has spent all of alpha without finding a difference"
+        ]
     reasons.append(f"hold at {_step(step)} and keep collecting" if step is not None else "hold")
     return Verdict("hold", step, reasons)
 
@@ -212,6 +229,13 @@ def _primary_better(ev: Evidence, policy: DecisionPolicy) -> bool:
 
 
 def _decided_by(ev: Evidence) -> str:
+    if ev.group_sequential is not None:
+        g = ev.group_sequential
+        return (
+            f"; group-sequential look {g.look} of {g.looks} (information {g.information[-1]:.0%}"
+            f"): |z| = {abs(g.statistic):.2f} against the boundary {g.bound:.2f}, alpha spent "
+            f"{g.alpha_spent:.3g} of {g.alpha:g}"
+        )
     if ev.sequential is not None:
         return f"; decided on the always-valid mSPRT p = {ev.primary_p:.3g}"
     if ev.bayesian is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service.analysis.ab_arms_checks import arm_problems, decide_arms
 from service.analysis.ab_checks import arm_rows, checks, primary_summary, summary_paragraph
 from service.analysis.ab_evidence import (
     ENGINES,
@@ -23,6 +24,7 @@ from service.analysis.ab_evidence import (
     gather_evidence,
     with_metrics,
 )
+from service.analysis.ab_group_sequential import LookPlan
 from service.analysis.ab_rules import recommend
 from service.analysis.ab_summary import ab_summary
 from service.analysis.decision import (
@@ -44,7 +46,7 @@ from service.analysis.stats import (
     GaussianPrior,
     MomentStats,
 )
-from service.flags.definitions import DEFAULT_RAMP_STEPS
+from service.flags.model import DEFAULT_RAMP_STEPS
 
 # Errors and fallbacks: at most 1 pp more than control; latency: at most 20% slower.
 DEFAULT_GUARDRAILS: tuple[GuardrailSpec, ...] = (
@@ -125,6 +127,32 @@ def parse_split(text: str | None, arms: Sequence[str]) -> dict[str, float] | Non
     return dict(zip(arms, weights, strict=True))
 
 
+def parse_treatments(text: str | None) -> list[str]:
+    """`"b,c"` -> `["b", "c"]`: the treatment arms, in order (one for an A/B test)."""
+    names = [t.strip() for t in str(text or "").split(",") if t.strip()]
+    return names or [str(text or "")]
+
+
+def parse_arm_steps(
+    text: str | None, treatments: Sequence[str], common: float | None = None
+) -> dict[str, float | None]:
+    """`"b=10,c=5"` -> `{"b": 10.0, "c": 5.0}`; arms left out are at `common` (the
+    `current_step` given for all of them) or unknown. ValueError names a bad entry."""
+    steps: dict[str, float | None] = dict.fromkeys(treatments, common)
+    for entry in (e.strip() for e in str(text or "").split(",") if e.strip()):
+        arm, _, value = entry.partition("=")
+        if arm.strip() not in steps:
+            raise ValueError(f"{entry!r} names no treatment arm ({', '.join(treatments)})")
+        try:
+            step = float(value)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not arm=percent") from None
+        if not 0 <= step <= 100:
+            raise ValueError(f"{entry!r}: a step is a percentage 0-100")
+        steps[arm.strip()] = step
+    return steps
+
+
 # --- the whole A/B analysis, as the notebook runs it ------------------------------------------
 
 
@@ -145,7 +173,7 @@ def analyse_ab(
     """Run every query and test for the A/B report; missing inputs make it a hold that says
     what is missing (never an exception for bad parameters or absent data)."""
     problems = list(problems)
-    arms = [params["control"], params["treatment"]]
+    arms = [params["control"], *parse_treatments(params["treatment"])]
     window = _parsed(
         problems,
         "window",
@@ -156,9 +184,15 @@ def analyse_ab(
     weights = _parsed(
         problems, "expected_split", lambda: parse_split(params["expected_split"], arms), None
     )
-    if len(set(arms)) < 2:
-        problems.append(f"control and treatment must differ, both are {arms[0]!r}")
-        arms = [arms[0], f"{arms[0]} (treatment)"]
+    if len(set(arms)) < len(arms):
+        problems.append(
+            f"control and treatment must differ, both are {arms[0]!r}"
+            if len(arms) == 2
+            else f"control and treatment arms must all differ: {', '.join(arms)}"
+        )
+        arms = list(dict.fromkeys(arms))
+        arms = arms if len(arms) >= 2 else [arms[0], f"{arms[0]} (treatment)"]
+        weights = None
     flag, metric = params["flag"], params["metric"]
     query = {"flag": flag, "arms": arms, "window": window}
     # One pass over the exposures for the sample, primary moments, guardrails and the series.
@@ -169,19 +203,36 @@ def analyse_ab(
     problems += [
         f"goal metric '{g}' has no outcomes in the event store" for g in goals if g not in known
     ]
-    decision = decide_ab(
-        sample,
-        control=arms[0],
-        treatment=arms[1],
-        expected_weights=weights,
-        current_step=params["current_step"],
-        policy=policy,
-        # Converted or not per user, before and after exposure: the very quantity the
-        # two-proportion test compares, so CUPED only narrows its interval.
-        primary_moments=summary.primary_moments,
-        goal_moments={g: metric_moments(engine, metric=g, **query) for g in goals if g in known},
-        guardrail_moments=summary.guardrail_moments if policy.guardrails else None,
-    )
+    # Converted or not per user, before and after exposure: the very quantity the
+    # two-proportion test compares, so CUPED only narrows its interval.
+    primary = summary.primary_moments
+    guardrails = summary.guardrail_moments if policy.guardrails else None
+    if len(arms) > 2:
+        problems += arm_problems(arms[1:], policy, goals)
+        steps = _parsed(
+            problems,
+            "current_steps",
+            lambda: parse_arm_steps(params["current_steps"], arms[1:], params["current_step"]),
+            dict.fromkeys(arms[1:]),
+        )
+        decision = decide_arms(
+            sample, control=arms[0], treatments=arms[1:], expected_weights=weights,
+            steps=steps, policy=policy, primary_moments=primary, guardrail_moments=guardrails,
+        )  # fmt: skip
+    else:
+        decision = decide_ab(
+            sample,
+            control=arms[0],
+            treatment=arms[1],
+            expected_weights=weights,
+            current_step=params["current_step"],
+            policy=policy,
+            goal_moments={
+                g: metric_moments(engine, metric=g, **query) for g in goals if g in known
+            },
+            primary_moments=primary,
+            guardrail_moments=guardrails,
+        )
     decision = hold_for_missing(
         decision, data_problems(sample, known_metrics=known, other_problems=problems)
     )
@@ -218,7 +269,16 @@ def _policy(params: dict[str, Any], problems: list[str]) -> DecisionPolicy:
         guardrails=DEFAULT_GUARDRAILS if params["guardrails"] else (),
         engine=engine,
         prior=_prior(params, problems),
+        plan=_plan(params, problems) if engine == "group-sequential" else LookPlan(),
     )
+
+
+def _plan(params: dict[str, Any], problems: list[str]) -> LookPlan:
+    """The group-sequential engine's looks; a plan it cannot use is named and the report holds."""
+    looks = params.get("looks")
+    plan = LookPlan(5 if looks is None else looks, params.get("look"), params.get("planned_users"))
+    problems += plan.problems()
+    return plan
 
 
 def _prior(params: dict[str, Any], problems: list[str]) -> GaussianPrior:

@@ -62,6 +62,10 @@ class Decision:
     # A/B: how the primary metric was decided: the engine, the check that decided it and its
     # decisive p-value (after the correction across goal metrics), so a reader needs no rule.
     primary: dict[str, Any] = field(default_factory=dict)
+    # A/B/n: the treatment arm the recommendation is about (None: no arm, or a two-arm test),
+    # and each treatment's share of traffic (percent) when the report was made.
+    arm: str | None = None
+    arm_steps: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready `decision.json` document (NaN and infinities become null)."""
@@ -109,11 +113,16 @@ def missing_inputs_check(problems: Sequence[str]) -> Check:
     )
 
 
+# A step within this many points counts as reached: weights have one decimal, so an arm of an
+# A/B/n strategy ramped to 25% may serve 24.98% (service.flags.arm_moves).
+STEP_TOLERANCE = 0.05
+
+
 def next_ramp_step(current: float | None, steps: Sequence[float]) -> float | None:
     """The first step above `current` (the first step when unknown); None if at the last one."""
     if current is None:
         return steps[0]
-    return next((s for s in steps if s > current), None)
+    return next((s for s in steps if s > current + STEP_TOLERANCE), None)
 
 
 def parse_ramp_steps(text: str | Sequence[float]) -> tuple[float, ...]:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from scipy import stats as scipy_stats
 
 from service.analysis.drift import numeric_drift
-from service.flags.definitions import Guardrails
+from service.flags.model import Guardrails
 from service.store.events import exposures
 
 MAX_ROWS = 50_000

@@ -68,7 +68,7 @@ def _primary(document: dict[str, Any], checks: dict[str, Any]) -> MetricRow | No
     if decided["name"] == "cuped":
         relative = decided["details"]["relative_lift"]
         rel_interval = _pair(decided["details"]["relative_lift_interval"])
-    elif decided["name"] == "sequential" and control:
+    elif decided["name"] in ("sequential", "group_sequential") and control:
         # The always-valid interval is on the difference; divided by control's rate it is
         # the relative change's, with control's rate taken as known.
         rel_interval = _scaled(interval, 1 / control)

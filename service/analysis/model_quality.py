@@ -15,6 +15,9 @@ from service.registry.population import (
 )
 
 CALIBRATION_BINS = 10
+# Bootstrap resamples for the calibration error's standard error; seeded so that a report run
+# twice on the same rows says the same thing.
+CALIBRATION_RESAMPLES = 200
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class Performance:
     brier: float
     calibration_error: float  # expected calibration error over CALIBRATION_BINS equal bins
     calibration: list[tuple[float, float, int]]  # (mean score, observed churn rate, rows)
+    # The ECE of a few hundred rows is inflated and noisy (each bin's observed rate wanders by
+    # sqrt(p(1-p)/n_b)), so a comparison needs its standard error (bootstrap).
+    calibration_error_se: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def performance(scores: np.ndarray, labels: np.ndarray) -> Performance | None:
     auc = roc_auc(scores, labels)
     positives = int(labels.sum())
     curve = calibration_curve(scores, labels)
-    ece = sum(n * abs(mean - observed) for mean, observed, n in curve) / scores.size
+    ece = expected_calibration_error(scores, labels)
     return Performance(
         rows=int(scores.size),
         churn_rate=float(labels.mean()),
@@ -65,6 +71,7 @@ def performance(scores: np.ndarray, labels: np.ndarray) -> Performance | None:
         brier=float(np.mean((scores - labels) ** 2)),
         calibration_error=float(ece),
         calibration=curve,
+        calibration_error_se=calibration_error_se(scores, labels),
     )
 
 
@@ -88,11 +95,42 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     return math.sqrt(max(variance, 0.0))
 
 
+def _bins(scores: np.ndarray, bins: int = CALIBRATION_BINS) -> np.ndarray:
+    return np.minimum((scores * bins).astype(int), bins - 1)
+
+
+def expected_calibration_error(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Sum over equal-width bins of (rows in bin / rows) * |mean score - observed rate|."""
+    return _ece(_bins(scores), scores, labels.astype(float), scores.size)
+
+
+def _ece(index: np.ndarray, scores: np.ndarray, labels: np.ndarray, n: int) -> float:
+    score_sums = np.bincount(index, weights=scores, minlength=CALIBRATION_BINS)
+    label_sums = np.bincount(index, weights=labels, minlength=CALIBRATION_BINS)
+    return float(np.abs(score_sums - label_sums).sum() / n)
+
+
+def calibration_error_se(
+    scores: np.ndarray, labels: np.ndarray, resamples: int = CALIBRATION_RESAMPLES, seed: int = 0
+) -> float:
+    """Bootstrap standard error of the expected calibration error (rows resampled)."""
+    n = scores.size
+    if n < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    index, labels = _bins(scores), labels.astype(float)
+    draws = []
+    for _ in range(resamples):
+        pick = rng.integers(0, n, n)
+        draws.append(_ece(index[pick], scores[pick], labels[pick], n))
+    return float(np.std(draws, ddof=1))
+
+
 def calibration_curve(
     scores: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> list[tuple[float, float, int]]:
     """(mean score, observed rate, rows) per non-empty equal-width score bin."""
-    index = np.minimum((scores * bins).astype(int), bins - 1)
+    index = _bins(scores, bins)
     return [
         (
             float(scores[index == b].mean()),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.analysis.stats import SRM_THRESHOLD
-from service.flags.definitions import DEFAULT_RAMP_STEPS
+from service.flags.model import DEFAULT_RAMP_STEPS
 from service.store import PRIMARY_METRIC
 
 Coerced = tuple[dict[str, Any], list[str]]
@@ -68,13 +68,24 @@ _CONTEXT = Parameter(
 AB_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("flag", str, "", "The flag under test.", required=True),
     Parameter("control", str, "control", "The control arm's variant."),
-    Parameter("treatment", str, "treatment", "The treatment arm's variant."),
+    Parameter(
+        "treatment",
+        str,
+        "treatment",
+        "The treatment arm's variant; A/B/n: several, comma-separated (e.g. b,c).",
+    ),
     Parameter("metric", str, PRIMARY_METRIC, "Primary goal metric."),
     _WINDOW_START,
     _WINDOW_END,
     Parameter("alpha", float, 0.05, "Significance level.", minimum=0.0001, maximum=0.5),
     Parameter("expected_split", str, None, "e.g. 50:50 (default: equal)."),
     Parameter("current_step", float, None, "Treatment's current percent.", minimum=0, maximum=100),
+    Parameter(
+        "current_steps",
+        str,
+        "",
+        "A/B/n: each treatment's current percent, e.g. b=10,c=10 (default: from the flag).",
+    ),
     Parameter("ramp_steps", str, _steps_text(DEFAULT_RAMP_STEPS), "The ramp's steps, in %."),
     Parameter("goal_metrics", str, "", "Further goal metrics, comma-separated."),
     Parameter(
@@ -91,7 +102,22 @@ AB_PARAMETERS: tuple[Parameter, ...] = (
         str,
         "frequentist",
         "How the primary metric is decided (--sequential means sequential).",
-        choices=("frequentist", "sequential", "bayesian"),
+        choices=("frequentist", "sequential", "bayesian", "group-sequential"),
+    ),
+    Parameter("looks", int, 5, "Group-sequential: planned number of looks.", minimum=1),
+    Parameter(
+        "look",
+        int,
+        None,
+        "Group-sequential: this look, 1..looks (default: from the data).",
+        minimum=1,
+    ),
+    Parameter(
+        "planned_users",
+        int,
+        None,
+        "Group-sequential: users in all arms at the final look (gives the information share).",
+        minimum=1,
     ),
     Parameter("prior_mean", float, None, "Bayesian: prior mean of the relative lift."),
     Parameter(

@@ -19,6 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service.analysis.ab_arms_checks import arm_problems
+from service.analysis.ab_evidence import DecisionPolicy
+from service.analysis.ab_group_sequential import LookPlan
+from service.analysis.ab_test import parse_split
 from service.analysis.queries import Window, known_metrics
 from service.errors import ReportRefused
 from service.store.events import exposures
@@ -52,13 +56,14 @@ def check_ab_inputs(engine: sa.Engine, params: dict[str, Any]) -> list[Served]:
     served = inventory(engine, flag)
     live = [s for s in served if not s.shadow]
     variants = sorted({s.variant for s in live})
-    for role in ("control", "treatment"):
-        arm = params.get(role)
+    treatments = split_names(params.get("treatment")) or [str(params.get("treatment"))]
+    for role, arm in [("control", params.get("control")), *(("treatment", t) for t in treatments)]:
         if arm not in variants:
             raise ReportRefused(
                 f"{role} arm {arm!r} was never served by flag {flag!r}; "
                 f"its variants: {_names(variants)}"
             )
+    _check_options(params, [params.get("control"), *treatments])
     _check_overlap(flag, window, live)
     metrics = [params.get("metric"), *split_names(params.get("goal_metrics"))]
     _check_metrics(engine, [m for m in metrics if m])
@@ -135,6 +140,35 @@ def check_dimensions(engine: sa.Engine, flag: str, dimensions: Sequence[str]) ->
                     f"dimension {name!r} is in no exposure of flag {flag!r}; use segment, region "
                     "or a context property the selector logs"
                 )
+
+
+def _check_options(params: dict[str, Any], arms: list[Any]) -> None:
+    """Options that cannot work together, refused before the notebook runs: the expected split
+    needs one weight per arm; A/B/n has its own engines; group-sequential needs its looks."""
+    try:
+        parse_split(params.get("expected_split"), [str(a) for a in arms])
+    except ValueError as exc:
+        raise ReportRefused(f"--expected-split: {exc}") from None
+    engine = "sequential" if params.get("sequential") else params.get("engine") or "frequentist"
+    if len(arms) > 2 and not str(params.get("expected_split") or "").strip():
+        # Guessing equal shares would hold every report on a sample ratio "mismatch" that is
+        # only the guess: arms of different strategies (a segment's canary) are not split 1:1.
+        raise ReportRefused(
+            f"--expected-split: an A/B/n report needs the split between "
+            f"{', '.join(str(a) for a in arms)}; the flag gives it only when every arm is a "
+            "variant of its ramp strategy and that strategy alone assigns them"
+        )
+    if len(arms) > 2:
+        policy = DecisionPolicy(engine=engine)
+        goals = split_names(params.get("goal_metrics"))
+        problems = arm_problems([str(a) for a in arms[1:]], policy, goals)
+        if problems:
+            raise ReportRefused(problems[0])
+    if engine == "group-sequential":
+        looks = 5 if params.get("looks") is None else params["looks"]
+        plan = LookPlan(looks, params.get("look"), params.get("planned_users"))
+        if plan.problems():
+            raise ReportRefused(plan.problems()[0])
 
 
 def split_names(text: Any) -> list[str]:

@@ -22,7 +22,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from service.analysis.preflight import Served
 from service.config import Settings
 from service.errors import RolloutError
-from service.flags.definitions import FlagDefinition, load_flags
+from service.flags.definitions import load_flags
+from service.flags.model import FlagDefinition
 from service.registry.bentos import stored_bento
 from service.registry.cards import card_sections, render_html
 

@@ -25,6 +25,8 @@ from service.analysis.queries import (
     _moment_columns,
     _moments,
     _read,
+    arm_exposure_conditions,
+    exposure_columns,
 )
 from service.analysis.stats import MomentStats, ProportionStats
 from service.store.events import exposures
@@ -110,28 +112,13 @@ def marginal(cells: Sequence[SliceCell], dimension: int, arms: Sequence[str]) ->
 def _exposed(flag: str, arms: Sequence[str], window: Window, dimensions: Sequence[str]) -> sa.CTE:
     """The exposures `queries._exposed` reads, with each dimension's value as d0, d1, ..."""
     e = exposures.c
-    conditions = [e.flag == flag, e.variant.in_(list(arms)), sa.not_(e.shadow)]
-    conditions.append(e.user_id.is_not(None))
-    if window.start is not None:
-        conditions.append(e.ts >= window.start.timestamp())
-    if window.end is not None:
-        conditions.append(e.ts < window.end.timestamp())
     values = [
         (e[name] if name in DIMENSION_COLUMNS else e.properties[name].as_string()).label(f"d{i}")
         for i, name in enumerate(dimensions)
     ]
     return (
-        sa.select(
-            e.user_id,
-            e.variant,
-            e.request_id,
-            e.ts,
-            sa.case((e.status >= 500, 1), else_=0).label("error"),
-            sa.case((e.fallback, 1), else_=0).label("fallback"),
-            e.latency_ms,
-            *values,
-        )
-        .where(*conditions)
+        sa.select(*exposure_columns(), *values)
+        .where(*arm_exposure_conditions(flag, arms, window))
         .cte("slice_exposed")
     )
 

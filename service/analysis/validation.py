@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any
 
 from service.analysis.decision import Check, Decision, missing_inputs_check
@@ -127,30 +128,36 @@ def _vs_card(
 
 
 def _calibration(ev: ValidationEvidence, policy: ValidationPolicy) -> list[Finding]:
+    """Miscalibration only when the data show it beyond their noise (one-sided, at alpha):
+    the ECE of a few hundred rows is inflated by chance, so a point estimate over a threshold
+    is not evidence."""
     live = ev.live
     if not live or live.rows < policy.min_labelled:
         return []
-    if live.calibration_error <= policy.max_calibration_error:
-        return []
+    z = NormalDist().inv_cdf(1 - policy.alpha)
     prev = ev.previous_live
     if card_is_informational(ev, policy) and prev is not None:
         # Offers move the labels away from the scores for every version alike: judge the
         # calibration against the previous version's in the same window.
-        if live.calibration_error <= prev.calibration_error + policy.calibration_margin:
+        worse = live.calibration_error - prev.calibration_error
+        noise = math.hypot(live.calibration_error_se, prev.calibration_error_se)
+        if worse <= policy.calibration_margin or worse - z * noise <= 0:
             return []
         return [
             (
                 "investigate",
                 f"miscalibrated: expected calibration error {live.calibration_error:.3f}, "
-                f"worse than the previous version's {prev.calibration_error:.3f} by more than "
-                f"{policy.calibration_margin}",
+                f"worse than the previous version's {prev.calibration_error:.3f} by "
+                f"{worse:.3f} (> {policy.calibration_margin}, standard error {noise:.3f})",
             )
         ]
+    if live.calibration_error - z * live.calibration_error_se <= policy.max_calibration_error:
+        return []
     return [
         (
             "investigate",
-            f"miscalibrated: expected calibration error "
-            f"{live.calibration_error:.3f} > {policy.max_calibration_error}",
+            f"miscalibrated: expected calibration error {live.calibration_error:.3f} "
+            f"(standard error {live.calibration_error_se:.3f}) > {policy.max_calibration_error}",
         )
     ]
 
@@ -361,11 +368,13 @@ def _performance_checks(ev: ValidationEvidence, policy: ValidationPolicy) -> lis
             "calibration_error",
             f"expected calibration error, {CALIBRATION_BINS} bins",
             live.calibration_error,
-            live.calibration_error <= policy.max_calibration_error,
+            not _calibration(ev, policy),  # the same rule that may call it miscalibrated
             {
+                "standard_error": live.calibration_error_se,
                 "brier": live.brier,
                 "offline_brier": offline.get("brier"),
                 "previous": prev.calibration_error if prev else None,
+                "previous_standard_error": prev.calibration_error_se if prev else None,
             },
         ),
     ]

@@ -18,7 +18,7 @@ from service.cli.base import main, settings_of
 
 if TYPE_CHECKING:
     from service.flags.audit import AuditStore
-    from service.flags.definitions import FlagSet
+    from service.flags.model import FlagSet
 
 # --- flags -------------------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ def report_ab(ctx: click.Context, window: str | None, **options: Any) -> None:
 # What the flag itself says when the command line does not (a cron line gives only --flag).
 _FROM_THE_FLAG = (
     "current_step",
+    "current_steps",
     "ramp_steps",
     "control",
     "treatment",
@@ -123,11 +124,16 @@ def _from_the_flag(ctx: click.Context, flag: str) -> dict[str, Any]:
     ]
     if not unset:
         return {}
+    # A/B/n (--treatment b,c): each arm's step and the k-arm split, not the ramp's treatment.
+    treatments = [t.strip() for t in str(ctx.params.get("treatment") or "").split(",")]
+    several = [t for t in treatments if t] if "treatment" not in unset else []
     try:
         with flag_home(ctx, flag, None) as (definition, location, _store):
-            found = report_defaults(definition, location.read())
+            found = report_defaults(definition, location.read(), several)
     except UnknownFlag:
         return {}  # not in flags/: the report names what it cannot find
+    if len(several) > 1 and "current_step" not in unset:
+        found.pop("current_steps", None)  # --current-step given: every arm is at it
     return {name: found[name] for name in unset if name in found}
 
 

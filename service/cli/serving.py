@@ -113,9 +113,18 @@ def demo(ctx: click.Context, users: int, concurrency: int) -> None:
     result = run_demo(settings_of(ctx), users=users, concurrency=concurrency, progress=progress)
     code = print_report(result.report, exit=False)
     _show_how_to_apply(ctx, result.report.output_dir / "decision.json")
+    _show_validation(result.validation)
     click.echo(f"done in {result.seconds:.0f}s")
     if code:
         sys.exit(code)
+
+
+def _show_validation(result: Any) -> None:
+    """The post-rollout validation's verdict on the treatment's bento, under its own labels."""
+    decision = result.decision
+    click.echo(f"validation: {decision['recommendation']}  ({result.html_path})")
+    for reason in decision.get("reasons", []):
+        click.echo(f"  - {reason}")
 
 
 def _show_how_to_apply(ctx: click.Context, decision_path: Path) -> None:

@@ -14,34 +14,17 @@ the session.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
-import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError
+from service.api_keys import ApiKey, bearer, digest, read_keys
 
 OPERATE = "operate"
-KEY_PREFIX = "rk_"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SESSION_KEY = "operator_key_sha256"
 SESSION_CSRF = "csrf"
-
-
-@dataclass(frozen=True)
-class OperatorKey:
-    name: str
-    sha256: str
-    scopes: tuple[str, ...]
-    created_at: str
-
-
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class OperatorKeys:
@@ -50,20 +33,8 @@ class OperatorKeys:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def keys(self) -> list[OperatorKey]:
-        try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"the operator keys file {self.path} is unreadable: {exc}") from exc
-        try:
-            return [
-                OperatorKey(k["name"], k["sha256"], tuple(k["scopes"]), k["created_at"])
-                for k in doc["keys"]
-            ]
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"the operator keys file {self.path} is malformed ({exc!r})") from exc
+    def keys(self) -> list[ApiKey]:
+        return read_keys(self.path)
 
     def operator(self, key_sha256: str) -> str | None:
         """The name of the key with this hash and scope `operate`; None otherwise."""
@@ -90,7 +61,7 @@ def operator_of(request: Any, session: Any, gate: Gate) -> str | None:
     """
     if gate.read_only:
         return None
-    presented = _bearer(request.headers.get("Authorization"))
+    presented = bearer(request.headers.get("Authorization"))
     if presented is not None:
         return gate.keys.operator(digest(presented))
     stored = session.get(SESSION_KEY)
@@ -125,9 +96,3 @@ def csrf_ok(session: Any, presented: str | None) -> bool:
         and bool(presented)
         and hmac.compare_digest(expected, presented or "")
     )
-
-
-def _bearer(header: str | None) -> str | None:
-    kind, _, value = (header or "").partition(" ")
-    value = value.strip()
-    return value if kind.lower() == "bearer" and value else None

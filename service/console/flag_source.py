@@ -16,14 +16,9 @@ from dataclasses import dataclass, field
 from service.config import Settings
 from service.errors import FlagDefinitionError, RolloutError
 from service.flags.audit import AuditStore
-from service.flags.definitions import (
-    FlagDefinition,
-    FlagSet,
-    Segment,
-    flag_from_document,
-    load_flags,
-)
+from service.flags.definitions import flag_from_document, load_flags
 from service.flags.documents import flag_doc
+from service.flags.model import FlagDefinition, FlagSet, Segment
 from service.flags.ramp import Doc
 from service.flags.server_state import read_all_flags
 from service.flags.state import EmbeddedFlag, FlagLocation, ServerFlag

@@ -17,7 +17,7 @@ from typing import Any
 from service.config import Settings
 from service.errors import RolloutError
 from service.flags.audit import STATE_ACTIONS, AuditStore
-from service.flags.definitions import FlagDefinition, RampSchedule, Segment
+from service.flags.model import FlagDefinition, RampSchedule, Segment
 from service.flags.ramp import Doc, current_step
 from service.rollout.decisions import APPROVED, PENDING
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.errors import FlagDefinitionError, FlagProblem
-from service.flags.definitions import FlagDefinition, load_flags
+from service.flags.definitions import load_flags
+from service.flags.model import FlagDefinition
 from service.registry.gates import NOT_BUILT, NOT_GATED, failed_gates
 from service.registry.stable import stable_versions
 from service.registry.versions import declared_bentos

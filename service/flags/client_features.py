@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.flags.definitions import Constraint, FlagDefinition, FlagSet, Segment, Strategy
+from service.flags.model import Constraint, FlagDefinition, FlagSet, Segment, Strategy
 
 DEFAULT_VARIANT = "default"
 SHADOW_PREFIX = "shadow-"

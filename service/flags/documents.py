@@ -17,12 +17,7 @@ from service.flags.client_features import (
     DEFAULT_VARIANT,
     SHADOW_PREFIX,
 )
-from service.flags.definitions import (
-    ENVIRONMENTS,
-    Constraint,
-    FlagDefinition,
-    Strategy,
-)
+from service.flags.model import ENVIRONMENTS, Constraint, FlagDefinition, Strategy
 from service.flags.payloads import read_payload
 from service.flags.unleash_admin import Feature
 

@@ -7,11 +7,8 @@ from typing import Any
 
 import yaml
 
-from service.flags.definitions import (
-    BUILTIN_CONTEXT_FIELDS,
-    CONTEXT_FILE,
-)
 from service.flags.documents import Doc, _wire_constraint_doc
+from service.flags.model import BUILTIN_CONTEXT_FIELDS, CONTEXT_FILE
 from service.flags.payloads import family_of
 from service.flags.server_state import ServerState
 

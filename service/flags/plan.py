@@ -17,14 +17,6 @@ from service.flags.client_features import (
     flag_variants,
     strategy,
 )
-from service.flags.definitions import (
-    BUILTIN_CONTEXT_FIELDS,
-    ENVIRONMENTS,
-    FlagDefinition,
-    FlagSet,
-    Segment,
-    Strategy,
-)
 from service.flags.documents import (
     PROJECT,
     Doc,
@@ -36,6 +28,14 @@ from service.flags.documents import (
     diff,
     flag_doc,
     strategy_name,
+)
+from service.flags.model import (
+    BUILTIN_CONTEXT_FIELDS,
+    ENVIRONMENTS,
+    FlagDefinition,
+    FlagSet,
+    Segment,
+    Strategy,
 )
 from service.flags.server_state import ServerState
 from service.flags.unleash_admin import Constraint as WireConstraint

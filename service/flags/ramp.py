@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.errors import RolloutError
-from service.flags.definitions import RampSchedule
+from service.flags.model import RampSchedule
 
 Doc = dict[str, Any]
 ACTIONS = ("ramp", "hold", "rollback", "ship")

@@ -21,8 +21,9 @@ from ruamel.yaml.comments import CommentedMap
 
 from service.errors import UnknownFlag
 from service.flags import flag_files
-from service.flags.definitions import FlagDefinition, FlagSet, flag_from_document
+from service.flags.definitions import flag_from_document
 from service.flags.documents import PROJECT, _normalized, flag_doc, server_flag_doc
+from service.flags.model import FlagDefinition, FlagSet
 from service.flags.plan import Target, make_plan
 from service.flags.ramp import Doc, Move
 from service.flags.server_state import read_server

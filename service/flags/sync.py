@@ -13,12 +13,8 @@ from typing import cast
 
 from service.flags.audit import AuditStore
 from service.flags.client_features import flag_variants
-from service.flags.definitions import (
-    BUILTIN_CONTEXT_FIELDS,
-    FlagDefinition,
-    FlagSet,
-)
 from service.flags.documents import PROJECT
+from service.flags.model import BUILTIN_CONTEXT_FIELDS, FlagDefinition, FlagSet
 from service.flags.plan import Plan, Target, _wire_strategy, apply_plan, make_plan
 from service.flags.server_state import ServerState, read_server
 from service.flags.unleash_admin import UnleashAdmin, Variant

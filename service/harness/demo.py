@@ -1,8 +1,9 @@
 """`rollout demo`: the whole loop on embedded defaults, no server to set up.
 
 Build the bentos, serve each with `bentoml serve` on its own port, start the selector
-(`rollout serve`) on the flags in flags/, drive synthetic users through it, stop the selector (which
-writes every buffered event), run the A/B report and return where it is and what it decided.
+(`rollout serve`) on the flags in flags/, drive synthetic users through it, stop the selector
+(which writes every buffered event), run the A/B report, then the post-rollout validation report
+on the treatment's bento against the control's, and return where they are and what they decided.
 Every process started here is stopped on the way out, also on failure or Ctrl-C.
 """
 
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from service.analysis.reports import run_ab_report
+from service.analysis.reports import run_ab_report, run_validation_report
 from service.config import Settings
-from service.flags.definitions import DEFAULT_RAMP_STEPS, load_flags
+from service.flags.definitions import load_flags
+from service.flags.model import DEFAULT_RAMP_STEPS
 from service.harness.simulate import SimulationSummary, simulate, temporary_key
 from service.processes import free_port, selector_process
 from service.registry.bento_process import BentoProcess
@@ -30,7 +32,8 @@ EXPECTED_SPLIT = "50:50"  # control:treatment within the flag's ab-test strategy
 
 @dataclass
 class DemoResult:
-    report: Any  # service.analysis.reports.ReportResult
+    report: Any  # service.analysis.reports.ReportResult (the A/B test)
+    validation: Any  # the post-rollout validation of the treatment's bento
     simulation: SimulationSummary
     seconds: float
 
@@ -40,19 +43,19 @@ def run_demo(
 ) -> DemoResult:
     started = time.perf_counter()
     window_start = datetime.now(UTC).isoformat(timespec="seconds")
-    progress("step 1/5: building one bento per model version")
+    progress("step 1/6: building one bento per model version")
     tags = [built.tag for built in build_all(settings, progress)]
     logs = settings.data_dir / "logs"
     with ExitStack() as stack:
-        progress(f"step 2/5: serving {', '.join(tags)} with bentoml serve")
+        progress(f"step 2/6: serving {', '.join(tags)} with bentoml serve")
         _bentos, catalog = serve_bentos(stack, tags, settings)
-        progress("step 3/5: starting the selector (rollout serve, embedded flags from flags/)")
+        progress("step 3/6: starting the selector (rollout serve, embedded flags from flags/)")
         port = free_port()
         selector = stack.enter_context(
             selector_process(port, logs / "selector.log", selector_env(settings, catalog))
         )
         selector.wait_ready(timeout=60)
-        progress(f"step 4/5: simulating {users} users through http://127.0.0.1:{port}")
+        progress(f"step 4/6: simulating {users} users through http://127.0.0.1:{port}")
         key = stack.enter_context(temporary_key(settings.keys_file, "demo"))
         summary = simulate(
             f"http://127.0.0.1:{port}",
@@ -64,7 +67,7 @@ def run_demo(
         )
         progress(summary.describe())
         selector.stop()  # graceful: every buffered exposure and outcome is written first
-    progress("step 5/5: running the A/B report (papermill)")
+    progress("step 5/6: running the A/B report (papermill)")
     flag = load_flags(settings.flags_dir).flags[FLAG]
     report = run_ab_report(
         settings,
@@ -79,7 +82,17 @@ def run_demo(
         ),
         progress=progress,
     )
-    return DemoResult(report, summary, time.perf_counter() - started)
+    # The same window, so the live labels and predictions are the ones this demo just made.
+    progress("step 6/6: validating the treatment's bento against the control's (papermill)")
+    validation = run_validation_report(
+        settings,
+        flag=FLAG,
+        bento=flag.variants["treatment"],
+        previous=flag.variants["control"],
+        window_start=window_start,
+        progress=progress,
+    )
+    return DemoResult(report, validation, summary, time.perf_counter() - started)
 
 
 def selector_env(settings: Settings, catalog: BentoCatalog) -> dict[str, str]:

@@ -21,13 +21,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from service.analysis.decision import STEP_TOLERANCE  # a decision made at 40% applies at 40%
 from service.config import Settings
 from service.errors import RolloutError, UnknownFlag
+from service.flags.arm_moves import arm_steps, arms_split, move_arm
 from service.flags.audit import DECIDE, STATE_ACTIONS, AuditStore
-from service.flags.definitions import FlagDefinition, FlagSet, RampSchedule, load_flags
+from service.flags.definitions import load_flags
+from service.flags.model import FlagDefinition, FlagSet, RampSchedule
 from service.flags.ramp import (
     Doc,
     Move,
+    RampError,
     current_step,
     expected_split,
     move,
@@ -46,7 +50,6 @@ EVIDENCE_LINK_TITLE = "rollout: evidence of the last change"
 # What each recommendation does to the flag; anything else (hold, keep, investigate) nothing.
 MOVES = {"ramp": "ramp", "ship": "ship", "rollback": "rollback"}
 HOLDS = ("hold", "keep", "investigate")
-STEP_TOLERANCE = 0.05  # percent: a decision made at 40% applies to a flag at 40%
 # Audit actions of the guard's own bookkeeping (the flag is not changed by these).
 PAUSED, RESUMED, PENDING, APPROVED = "paused", "resumed", "pending-promotion", "approved"
 
@@ -73,6 +76,7 @@ class DecisionFile:
     summary: str = ""
     bento: str | None = None  # validation: the version under validation (role `live`)
     previous: str | None = None  # validation: the version it replaced (role `previous`)
+    arm: str | None = None  # A/B/n: the treatment arm the recommendation is about
 
     @classmethod
     def load(cls, path: Path) -> DecisionFile:
@@ -118,7 +122,15 @@ class DecisionFile:
             summary=str(raw.get("summary") or ""),
             bento=roles.get("live"),
             previous=roles.get("previous"),
+            arm=_text_or_none(raw, "arm", path),
         )
+
+
+def _text_or_none(raw: dict[str, Any], name: str, path: Path) -> str | None:
+    value = raw.get(name)
+    if value is not None and not isinstance(value, str):
+        raise DecisionRefused(f"{path}: field '{name}' must be a string or null")
+    return value
 
 
 def _number_or_none(raw: dict[str, Any], name: str, path: Path) -> float | None:
@@ -196,6 +208,8 @@ def plan_decision(
             f"{decision.path} compares arms the flag does not have: {', '.join(unknown)} "
             f"(flag {definition.name} has {', '.join(sorted(known))})"
         )
+    if decision.arm is not None:
+        return _arm_move(decision, definition, doc, schedule, action)
     step = current_step(doc, schedule)
     _check_step(decision, step, action)
     to_step = decision.next_step if action == "ramp" else None
@@ -210,6 +224,52 @@ def plan_decision(
             f"to {step:g}% already: a ramp never lowers a step; run the report again"
         )
     return move(doc, schedule, action, to_step)
+
+
+def _arm_move(
+    decision: DecisionFile,
+    definition: FlagDefinition,
+    doc: Doc,
+    schedule: RampSchedule,
+    action: str,
+) -> Move:
+    """An A/B/n decision: its named arm moves on its own (service.flags.arm_moves), from the
+    step the arm was at when the report was made, and a ramp only ever climbs."""
+    arm = decision.arm or ""
+    if arm not in definition.variants or arm == schedule.control:
+        raise DecisionRefused(
+            f"{decision.path} is about arm '{arm}', which is not a treatment variant of flag "
+            f"{definition.name}"
+        )
+    if action == "ship":
+        raise DecisionRefused(
+            f"{decision.path}: ship is not defined for an A/B/n decision ({arm}); roll the "
+            "other treatment arms back, then decide on two arms"
+        )
+    step = arm_steps(doc, schedule, [arm])[arm]
+    _check_step(decision, step, action)
+    to_step = decision.next_step if action == "ramp" else 0.0
+    if action == "ramp":
+        _check_climb(decision, to_step, step, schedule)
+    try:
+        return move_arm(doc, schedule, arm, action, to_step or 0.0)
+    except RampError as exc:
+        raise DecisionRefused(f"{decision.path}: {exc.message}") from exc
+
+
+def _check_climb(
+    decision: DecisionFile, to_step: float | None, step: float, schedule: RampSchedule
+) -> None:
+    if to_step is None or to_step not in schedule.steps:
+        steps = ", ".join(f"{s:g}" for s in schedule.steps)
+        raise DecisionRefused(
+            f"{decision.path}: next step {to_step}% is not in the flag's ramp schedule ({steps})"
+        )
+    if to_step <= step + STEP_TOLERANCE:
+        raise DecisionRefused(
+            f"{decision.path} asks to ramp {decision.arm} to {to_step:g}%, but it serves "
+            f"{step:g}% already: a ramp never lowers a step; run the report again"
+        )
 
 
 def _check_fresh(decision: DecisionFile, changed_at: float) -> None:
@@ -262,12 +322,26 @@ def _validation_rollback(decision: DecisionFile, definition: FlagDefinition, doc
     return retarget(doc, decision.previous)
 
 
-def report_defaults(definition: FlagDefinition, doc: Doc) -> dict[str, Any]:
+def report_defaults(
+    definition: FlagDefinition, doc: Doc, treatments: list[str] | None = None
+) -> dict[str, Any]:
     """What an A/B report of the flag should assume when not told: the flag's ramp step now,
-    its schedule, its arms and the split between them (empty without a ramp section)."""
+    its schedule, its arms and the split between them (empty without a ramp section).
+
+    With several `treatments` (A/B/n), each arm's own step (`current_steps`) and the k-arm
+    split instead of the ramp's single treatment."""
     schedule = definition.ramp
     if schedule is None:
         return {}
+    if treatments and len(treatments) > 1:
+        steps = arm_steps(doc, schedule, treatments)
+        return {
+            "current_steps": ",".join(f"{arm}={step:g}" for arm, step in steps.items()),
+            "ramp_steps": ",".join(f"{s:g}" for s in schedule.steps),
+            "control": schedule.control,
+            "expected_split": arms_split(doc, schedule, treatments),
+            **({"engine": schedule.engine} if schedule.engine else {}),
+        }
     step = current_step(doc, schedule)
     return {
         "current_step": step,

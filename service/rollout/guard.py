@@ -31,8 +31,8 @@ from service.analysis.reports import new_run_dir
 from service.config import Settings
 from service.errors import RolloutError
 from service.flags.audit import GUARD, STATE_ACTIONS, AuditStore, Recorded
-from service.flags.definitions import FlagDefinition, RampSchedule
 from service.flags.documents import diff
+from service.flags.model import FlagDefinition, RampSchedule
 from service.flags.ramp import Doc, current_step, expected_split, move
 from service.flags.state import FlagLocation, same_doc
 from service.rollout.decisions import (

@@ -33,8 +33,9 @@ from service.files import write_atomically
 from service.flags import flag_files
 from service.flags.audit import ROLLBACK, AuditStore
 from service.flags.client_features import DEFAULT_VARIANT, SHADOW_PREFIX, default_variant
-from service.flags.definitions import FlagDefinition, load_flags
+from service.flags.definitions import load_flags
 from service.flags.documents import flag_doc
+from service.flags.model import FlagDefinition
 from service.flags.server_state import read_server
 from service.flags.unleash_admin import Strategy, UnleashAdmin, Variant, token_from_environment
 from service.registry.gates import failed_gates

@@ -27,7 +27,7 @@ from service.config import Settings
 from service.errors import ConfigError
 from service.files import write_atomically
 from service.flags.client_features import client_features
-from service.flags.definitions import FlagSet
+from service.flags.model import FlagSet
 from service.flags.payloads import read_payload
 from service.flags.routes import FlagRoutes, flag_routes
 

@@ -1,17 +1,15 @@
-"""API keys: who may call what. Only a key's SHA-256 is stored, never the key itself.
+"""API keys: who may call what. The file's format is `service.api_keys`.
 
 The keys file (`ROLLOUT_API_KEYS_FILE`, default `.data/api-keys`) is JSON written by
 `rollout keys create|revoke` (atomically, mode 0600) and read by every selector worker. A worker
 looks at the file's identity (inode, size, mtime) on each check and reloads it when it changed,
-so a new or revoked key takes effect without a restart. Keys are 256-bit random, so a plain
-SHA-256 is enough (no password stretching needed); presented keys are compared with
+so a new or revoked key takes effect without a restart. Presented keys are compared with
 `hmac.compare_digest` against every stored hash, whatever matches first.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import hmac
 import json
 import logging
@@ -21,19 +19,16 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from service.api_keys import KEY_PREFIX, SCOPES, ApiKey, bearer, digest, read_keys
 from service.errors import BadRequest, ConfigError, Forbidden, RolloutError, Unauthorized
 
 log = logging.getLogger(__name__)
 
-# outcomes: POST /v1/outcomes; predict: predict and resolve (when required); metrics: /metrics
-# (when protected); operate: console actions.
-SCOPES = ("outcomes", "predict", "metrics", "operate")
-KEY_PREFIX = "rk_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -42,19 +37,6 @@ class KeysUnreadable(RolloutError):
 
     status = 503
     code = "keys_unavailable"
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    """One key as stored: its name, the hash of its secret, its scopes and when it was made."""
-
-    name: str
-    sha256: str
-    scopes: tuple[str, ...]
-    created_at: str
-
-    def describe(self) -> str:
-        return f"{self.name}\t{','.join(self.scopes)}\t{self.created_at}"
 
 
 def parse_scopes(text: str) -> tuple[str, ...]:
@@ -67,10 +49,6 @@ def parse_scopes(text: str) -> tuple[str, ...]:
             f"{', '.join(SCOPES)}"
         )
     return scopes
-
-
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class KeyFile:
@@ -114,22 +92,6 @@ class KeyFile:
             _write(self.path, keys)
 
 
-def read_keys(path: Path) -> list[ApiKey]:
-    """Every key in `path`; none when it does not exist; ConfigError when it is broken."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"the API keys file {path} is unreadable: {exc}") from exc
-    try:
-        return [
-            ApiKey(k["name"], k["sha256"], tuple(k["scopes"]), k["created_at"]) for k in doc["keys"]
-        ]
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(f"the API keys file {path} is malformed ({exc!r})") from exc
-
-
 def _write(path: Path, keys: list[ApiKey]) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -164,7 +126,7 @@ class KeyRing:
         self._refresh()
         if self._broken is not None:
             raise KeysUnreadable("the selector cannot read its API keys; see its log")
-        presented = _bearer(authorization)
+        presented = bearer(authorization)
         if presented is None:
             raise Unauthorized(f"send 'Authorization: Bearer <key>' with a key of scope {scope}")
         key = self._match(digest(presented))
@@ -202,14 +164,6 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
-def _bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    kind, _, value = header.partition(" ")
-    value = value.strip()
-    return value if kind.lower() == "bearer" and value else None
 
 
 def as_json(keys: list[ApiKey]) -> list[dict[str, Any]]:

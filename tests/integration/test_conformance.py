@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, current_app, request
 from flask.testing import FlaskClient
 
 from service.config import Settings
-from service.flags.definitions import FlagSet
+from service.flags.model import FlagSet
 from service.harness.unleash_server import INSTALL_HINT, default_install_home
 from service.serving import context as unleash_context
 from service.serving.app import create_app

@@ -34,12 +34,18 @@ def test_the_demo_runs_the_whole_loop_and_leaves_flags_as_it_found_them(
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line[:10])
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line[:12])
     report = Path(lines["report"].strip())
     assert report.is_file() and report.is_relative_to(tmp_path / "reports")
     decision = json.loads((report.parent / "decision.json").read_text())
     assert lines["decision"].split()[0] == decision["recommendation"]
     assert decision["flag"] == "churn-model"
+    # The demo's v2 is healthy: its post-rollout validation, on the labels this very run made
+    # (which v2's retention offers changed), must not cry wolf.
+    verdict, validation_page = lines["validation"].split()
+    validation = json.loads((Path(validation_page[1:-1]).parent / "decision.json").read_text())
+    assert verdict == validation["recommendation"] == "keep", validation["reasons"]
+    assert [arm["variant"] for arm in validation["arms"]] == ["churn:v2", "churn:v1"]
     assert "600 users" in result.stderr and "up to date" in result.stderr
     assert {p.name: p.read_text() for p in (REPO / "flags").glob("*.yaml")} == flags_before
     keys = built_bentos.settings.data_dir / "api-keys"

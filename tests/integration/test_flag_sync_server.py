@@ -243,6 +243,32 @@ def test_export_into_flags_round_trips_to_no_change(rollout: Rollout) -> None:
     assert plan.exit_code == 0, plan.output
 
 
+SHADOW_ONLY_YAML = """
+flag: FLAG
+description: v1 serves everyone, v2 shadows it
+default: churn:v1
+shadows: [churn:v2]
+environments:
+  development:
+    enabled: true
+    strategies:
+      - name: everyone
+        rollout: 100
+"""
+
+
+def test_a_flag_with_shadows_and_no_variants_exports_to_a_valid_file(rollout: Rollout) -> None:
+    # Regression: export wrote `variants: {}`, which validate then refused.
+    rollout.write(SHADOW_ONLY_YAML)
+    ok(rollout("flags", "apply"))
+    ok(rollout("flags", "export", "--flag", rollout.flag))
+    ok(rollout("flags", "validate"))
+    flag = load_flags(rollout.flags_dir).flags[rollout.flag]
+    assert (flag.default_bento, flag.variants, flag.shadows) == ("churn:v1", {}, ("churn:v2",))
+    plan = rollout("flags", "plan", "--detailed-exitcode")
+    assert plan.exit_code == 0, plan.output
+
+
 def add_exposures(settings_dir: Path, flag: str, count: int) -> None:
     engine = create_engine(Settings.load({"data_dir": settings_dir}).event_store_url)
     row = {"request_id": "r", "flag": flag, "environment": "development", "variant": "control"}

@@ -59,3 +59,22 @@ def test_todays_sqlite_store_migrates_and_prunes_rows(tmp_path: Path) -> None:
     assert pruned.rows == {"exposures": 1, "outcomes": 1} and pruned.dropped == []
     with engine.connect() as conn:
         assert conn.execute(sa.select(exposures.c.request_id)).scalars().all() == ["new"]
+
+
+def test_a_store_with_the_old_exposure_indexes_migrates_to_the_new_ones(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with sa.create_engine(url).begin() as conn:  # as the baseline (0001) indexed exposures
+        conn.execute(sa.text("CREATE TABLE exposures (id INTEGER PRIMARY KEY, ts FLOAT NOT NULL, "
+                             "request_id VARCHAR(64) NOT NULL, flag VARCHAR(200) NOT NULL, "
+                             "user_id VARCHAR(200))"))  # fmt: skip
+        for column in ("ts", "request_id", "flag", "user_id"):
+            conn.execute(sa.text(f"CREATE INDEX ix_exposures_{column} ON exposures ({column})"))
+    engine = create_engine(url)
+    assert migrate(engine) == (None, head())
+    found = {ix["name"]: ix["column_names"] for ix in sa.inspect(engine).get_indexes("exposures")}
+    assert found == {
+        "ix_exposures_flag_ts": ["flag", "ts"],
+        "ix_exposures_request_id": ["request_id"],
+        "ix_exposures_user_id": ["user_id"],
+        "ux_exposures_event_id": ["event_id"],
+    }

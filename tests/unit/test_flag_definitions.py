@@ -50,6 +50,34 @@ def test_a_flag_without_default_serves_its_familys_stable_version(flags_dir) -> 
     assert definition.family == "churn"
 
 
+SHADOW_ONLY = """
+flag: churn-model
+default: churn:v1
+shadows: [churn:v2]
+environments:
+  development:
+    enabled: true
+    strategies:
+      - name: everyone
+        rollout: 100
+"""
+
+
+def test_a_flag_with_a_default_needs_no_variants(flags_dir) -> None:
+    """One bento serves everyone, another shadows it: no variant to route to."""
+    flag = load_flags(flags_dir("f.yaml", SHADOW_ONLY), BENTOS).flags["churn-model"]
+    assert (flag.variants, flag.shadows) == ({}, ("churn:v2",))
+
+
+def test_a_flag_with_neither_default_nor_variants_is_named(flags_dir) -> None:
+    text = SHADOW_ONLY.replace("default: churn:v1\n", "")
+    (problem,) = problems(flags_dir, text)
+    assert problem.endswith(
+        "f.yaml: flag 'churn-model': variants: must map each variant name to its bento tag "
+        "(a flag without a default needs at least one)"
+    )
+
+
 def test_a_valid_flag_parses_into_typed_definitions(flags_dir) -> None:
     flag = load_flags(flags_dir("f.yaml", GOOD), BENTOS).flags["churn-model"]
     strategy = flag.environments["development"].strategies[0]

@@ -17,9 +17,10 @@ import yaml
 
 from service.errors import ConfigError, UnleashAdminError
 from service.flags.client_features import default_variant, strategy
-from service.flags.definitions import FlagSet, load_flags
+from service.flags.definitions import load_flags
 from service.flags.documents import diff, flag_doc
 from service.flags.export import export_context, export_flag
+from service.flags.model import FlagSet
 from service.flags.plan import DriftError, apply_plan, make_plan
 from service.flags.server_state import ServerState
 from service.flags.unleash_admin import (

@@ -19,7 +19,8 @@ import yaml
 
 from service.analysis.guardrails import arm_traffic, check_guardrails, worse_p_value
 from service.flags.audit import AuditStore
-from service.flags.definitions import Guardrails, load_flags
+from service.flags.definitions import load_flags
+from service.flags.model import Guardrails
 from service.flags.state import EmbeddedFlag
 from service.rollout.guard import Guard, resume
 from service.store.events import create_engine, exposures

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from service.errors import FlagDefinitionError
-from service.flags.definitions import Guardrails, load_flags
+from service.flags.definitions import load_flags
 from service.flags.documents import flag_doc
+from service.flags.model import Guardrails
 from service.flags.ramp import RampError, current_step, move, next_step
 from service.rollout.decisions import report_defaults
 
@@ -97,6 +98,14 @@ def test_the_ramp_section_parses_with_defaults(flags_dir) -> None:
         ("{canary: 100}", "{canary: .nan}", ".variants.canary", "percentage 0-100"),
         ("{canary: 100}", "{canary: .inf}", ".variants.canary", "percentage 0-100"),
         ("{canary: 100}", "{canary: 150}", ".variants.canary", "percentage 0-100"),
+        ("min_users: 100", "min_users: 99999999999999999999999", "ramp.min_users", "0 to"),
+        ("bake_seconds: 60", "bake_seconds: 1.0e+12", "ramp.bake_seconds", "0 to"),
+        (
+            "error_rate: 0.01",
+            "min_requests: 1000000000000000000000000000000",
+            "ramp.guardrails.min_requests",
+            "whole",
+        ),
     ],
     ids=[
         "unknown-strategy",
@@ -123,6 +132,9 @@ def test_the_ramp_section_parses_with_defaults(flags_dir) -> None:
         "weight-nan",
         "weight-inf",
         "weight-over-100",
+        "min-users-huge",
+        "bake-over-a-year",
+        "min-requests-huge",
     ],
 )
 def test_each_ramp_mistake_names_file_flag_and_field(flags_dir, old, new, field, words) -> None:

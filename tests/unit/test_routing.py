@@ -136,3 +136,31 @@ def test_a_bento_missing_from_the_catalog_is_refused(client) -> None:
         client(), catalog, "churn-model", ctx("u1", region="eu", segment="enterprise")
     )
     assert (decision.bento, decision.reason) == ("churn:v1", "unknown_bento")
+
+
+def test_a_flag_without_variants_serves_its_default_and_keeps_its_shadows(
+    flags_dir, settings
+) -> None:
+    folder = flags_dir(
+        "shadow.yaml",
+        """
+        flag: shadowed
+        default: churn:v1
+        shadows: [churn:v2]
+        environments:
+          development:
+            enabled: true
+            strategies:
+              - name: everyone
+                rollout: 100
+        """,
+    )
+    flag_client = FlagClient(settings, load_flags(folder, BENTOS))
+    flag_client.start()
+    try:
+        decision = decide(flag_client, CATALOG, "shadowed", ctx("u1"))
+        state = flag_client.flag("shadowed")
+    finally:
+        flag_client.close()
+    assert decision.bento == "churn:v1"
+    assert state is not None and tuple(state.shadows) == ("churn:v2",)

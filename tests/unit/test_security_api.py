@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 from unit.test_api import EU_ENTERPRISE, RECORD, FakeForwarder, stored
 
+from service.api_keys import digest
 from service.cli import main
 from service.serving.app import create_app
-from service.serving.keys import KeyFile, digest
+from service.serving.keys import KeyFile
 from service.store.events import outcomes
 
 PREDICT = "/v1/models/churn-model/predict"

@@ -64,8 +64,48 @@ def test_calibration_curve_and_error():
     assert perf.accuracy == 0.75  # 0.15 with label 1 is the miss
 
 
-def perf(auc=0.8, rows=5_000, ece=0.01):
-    return Performance(rows, 0.2, 0.85, auc, 0.007, 0.12, ece, [])
+def perf(auc=0.8, rows=5_000, ece=0.01, ece_se=0.004):
+    return Performance(rows, 0.2, 0.85, auc, 0.007, 0.12, ece, [], ece_se)
+
+
+def calibrated_sample(rows: int, seed: int, scale: float = 1.0) -> Performance:
+    """Labels drawn from probabilities in the demo's range; the scores are those probabilities
+    times `scale` (calibrated at 1; the same ranking, so the same AUC, at any scale)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.05, 0.6, rows)
+    labels = (rng.random(rows) < truth).astype(int)
+    result = performance(truth * scale, labels)
+    assert result is not None
+    return result
+
+
+def test_a_calibrated_model_on_a_few_hundred_rows_is_not_called_miscalibrated():
+    # The issue's demo case: ~300 labelled users per arm, both versions equally calibrated.
+    # A point estimate of the ECE difference exceeds the 0.02 margin often by chance alone;
+    # with the standard error the rule stays quiet at about the alpha rate.
+    policy = ValidationPolicy()
+    alarms = point_estimate_alarms = 0
+    for seed in range(200):
+        live, prev = calibrated_sample(300, seed), calibrated_sample(300, 10_000 + seed)
+        point_estimate_alarms += (  # the rule before: over 0.05 and worse by over 0.02
+            live.calibration_error > 0.05 and live.calibration_error - prev.calibration_error > 0.02
+        )
+        found = recommend(evidence(live=live, previous_live=prev), policy)
+        alarms += found[0] == "investigate"
+    assert point_estimate_alarms > 20, point_estimate_alarms  # the trap is real: over 10%
+    assert alarms <= 200 * 0.05 + 3 * (200 * 0.05 * 0.95) ** 0.5
+
+
+def test_a_really_miscalibrated_model_is_still_called_so():
+    live, prev = calibrated_sample(5_000, 1, scale=0.7), calibrated_sample(5_000, 2)
+    assert live.calibration_error_se < 0.01 < live.calibration_error - prev.calibration_error
+    recommendation, reasons = recommend(evidence(live=live, previous_live=prev), ValidationPolicy())
+    assert recommendation == "investigate" and "miscalibrated" in " ".join(reasons)
+
+
+def test_calibration_error_standard_error_shrinks_with_rows():
+    small, large = calibrated_sample(300, 3), calibrated_sample(30_000, 3)
+    assert 0 < large.calibration_error_se < small.calibration_error_se / 5
 
 
 def evidence(**changes):

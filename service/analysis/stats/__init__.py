@@ -25,6 +25,7 @@ from service.analysis.stats.corrections import (
     ADJUSTMENT_NAMES,
     P_VALUE_ADJUSTMENTS,
     adjust_p_values,
+    interval_alphas,
 )
 from service.analysis.stats.hypotheses import NonInferiorityResult, non_inferiority
 from service.analysis.stats.intervals import Interval
@@ -98,6 +99,7 @@ __all__ = [
     "cuped_test",
     "difference_interval",
     "group_sequential_bounds",
+    "interval_alphas",
     "mean_power",
     "mean_power_analysis",
     "non_inferiority",

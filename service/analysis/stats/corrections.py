@@ -47,3 +47,30 @@ def adjust_p_values(p_values: Sequence[float], method: str = "holm") -> list[flo
             f"unknown correction {method!r}; choose one of {sorted(P_VALUE_ADJUSTMENTS)}"
         ) from None
     return adjust(list(p_values))
+
+
+def interval_alphas(p_values: Sequence[float], alpha: float, method: str = "holm") -> list[float]:
+    """The level `1 - a_i` of each test's interval that agrees with its corrected p-value: the
+    interval of test i excludes the null exactly when its adjusted p-value is below `alpha`
+    (for a test whose p-value and interval are dual).
+
+    - `none`: `alpha` for every test;
+    - `holm`: the step-down's own level, `alpha / (m - r)` for the test of rank r (0 = smallest
+      p) while every smaller p was rejected, and from the first test kept on, that test's level
+      for the rest (their p-values are at least its p, so their intervals keep the null);
+    - `benjamini-hochberg`: the false-coverage-rate level of Benjamini and Yekutieli (2005),
+      `R alpha / m` with R the number of rejections (`alpha / m` when there are none).
+    """
+    m = len(p_values)
+    if method == "none" or m <= 1:
+        return [alpha] * m
+    adjusted = adjust_p_values(p_values, method)
+    if method == "benjamini-hochberg":
+        rejected = sum(p < alpha for p in adjusted)
+        return [alpha * max(rejected, 1) / m] * m
+    levels, kept = [0.0] * m, None
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        levels[index] = kept if kept is not None else alpha / (m - rank)
+        if kept is None and adjusted[index] >= alpha:
+            kept = levels[index]  # the step-down stops here
+    return levels

@@ -9,9 +9,10 @@ from typing import Any
 
 from flask import current_app, request
 
+from service.api_keys import ApiKey
 from service.errors import BadRequest, UnsupportedMediaType
 from service.serving.forwarding import decode
-from service.serving.keys import Access, ApiKey
+from service.serving.keys import Access
 from service.serving.limits import MAX_DEPTH, check_tree
 from service.serving.selector import Selector
 

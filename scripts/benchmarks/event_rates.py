@@ -1,0 +1,186 @@
+"""Section 3 of the selector benchmark: exposures written per second, and the floors below it.
+
+For each store, on fresh tables, with exposures shaped like the selector's (a random request id
+in the service's format, users drawn from 100,000, the context's region in `properties`, the
+model inputs as sent, a score and a latency):
+
+- writer: from `record()` to committed rows through `EventWriter`, with the service's batch
+  size. The events are built before the clock starts: a request builds its exposure anyway.
+- bulk.write: the same events written by `bulk.write` in batches from one thread, no queue.
+- bare, indexed: rows made before the clock starts, handed to the driver (binary COPY,
+  executemany) in batches, into the same table with its indexes: what the store itself takes
+  on this machine, whatever Python does.
+- bare, no index: the same without any index: what the indexes cost.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from service.config import Settings
+from service.registry.population import population
+from service.store import bulk
+from service.store.events import Exposure, create_engine, exposures
+from service.store.writer import EventWriter
+
+TARGET = 100_000
+EXPOSURES = 200_000
+USERS = 100_000
+
+
+@dataclass(frozen=True)
+class EventRates:
+    """Exposures a second: through the writer and each floor below it."""
+
+    writer: float
+    bulk_write: float
+    bare_indexed: float
+    bare_unindexed: float
+
+
+def bench_exposures(n: int, seed: int = 7) -> list[Exposure]:
+    """`n` exposures as the selector logs them (see `Selector._record`)."""
+    rng = random.Random(seed)
+    people = population(1000, seed=3)
+    events = []
+    for _ in range(n):
+        person = people[rng.randrange(len(people))]
+        events.append(
+            Exposure(
+                request_id=uuid.UUID(int=rng.getrandbits(128), version=4).hex,
+                flag="bench",
+                environment="development",
+                variant="control",
+                bento="churn:v1",
+                reason="strategy_variant",
+                status=200,
+                user_id=f"u{rng.randrange(USERS):06d}",
+                region=person.region,
+                properties={"region": person.region},
+                latency_ms=rng.uniform(2.0, 9.0),
+                prediction=rng.random(),
+                inputs=[person.features()],
+            )
+        )
+    return events
+
+
+def measure(database_url: str, n: int = EXPOSURES) -> EventRates:
+    """All four rates on `database_url`, each on an emptied table."""
+    engine = create_engine(database_url)
+    batch = Settings.load().event_batch_size
+    try:
+        rates = [n / _seconds(engine, n, batch, way) for way in _WAYS]
+    finally:
+        _empty(engine)
+        _restore_indexes(engine)
+        engine.dispose()
+    return EventRates(*rates)
+
+
+Way = Callable[[sa.Engine, int, int], Callable[[], None]]
+
+
+def _seconds(engine: sa.Engine, n: int, batch: int, way: Way) -> float:
+    """How long `way` takes to write `n` exposures (its preparation before the clock)."""
+    _empty(engine)
+    _restore_indexes(engine)
+    write = way(engine, n, batch)
+    started = time.perf_counter()
+    write()
+    seconds = time.perf_counter() - started
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(exposures)).scalar_one()
+    assert stored == n, f"{way.__name__}: {stored} of {n} exposures stored"
+    return seconds
+
+
+def _writer(engine: sa.Engine, n: int, batch: int) -> Callable[[], None]:
+    events = bench_exposures(n)
+    writer = EventWriter(engine, batch_size=batch, queue_size=n)
+
+    def write() -> None:
+        for event in events:
+            writer.record(event)
+        writer.close(timeout=300)
+
+    return write
+
+
+def _bulk_write(engine: sa.Engine, n: int, batch: int) -> Callable[[], None]:
+    events = bench_exposures(n)
+
+    def write() -> None:
+        for first in range(0, n, batch):
+            with engine.begin() as conn:
+                bulk.write(conn, events[first : first + batch])
+
+    return write
+
+
+def _bare(engine: sa.Engine, n: int, batch: int) -> Callable[[], None]:
+    rows = [bulk.exposure_row(e) for e in bench_exposures(n)]
+
+    def write() -> None:
+        for first in range(0, n, batch):
+            with engine.begin() as conn:
+                bulk.write_rows(conn, exposures, rows[first : first + batch])
+
+    return write
+
+
+def _bare_unindexed(engine: sa.Engine, n: int, batch: int) -> Callable[[], None]:
+    with engine.begin() as conn:
+        for index in exposures.indexes:
+            index.drop(conn)
+    return _bare(engine, n, batch)
+
+
+_WAYS: list[Way] = [_writer, _bulk_write, _bare, _bare_unindexed]
+
+
+def _empty(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(exposures.delete())
+
+
+def _restore_indexes(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        for index in exposures.indexes:
+            index.create(conn, checkfirst=True)
+
+
+def event_rates(folder: Path, postgres_url: str | None) -> dict[str, EventRates]:
+    """The rates on a fresh SQLite file in `folder`, and on PostgreSQL when given."""
+    rates = {"SQLite": measure(f"sqlite:///{folder / 'events.db'}")}
+    if postgres_url:
+        rates["PostgreSQL"] = measure(postgres_url)
+    return rates
+
+
+def print_events(rates: dict[str, EventRates]) -> None:
+    print(
+        "| exposures written per second | writer (record -> committed) | bulk.write, no queue "
+        "| bare rows, indexed | bare rows, no index |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for store, r in rates.items():
+        print(
+            f"| {store} | {r.writer:,.0f} | {r.bulk_write:,.0f} | {r.bare_indexed:,.0f} "
+            f"| {r.bare_unindexed:,.0f} |"
+        )
+
+
+def event_checks(rates: dict[str, EventRates]) -> list[tuple[str, float, float, bool]]:
+    """The events target per store: (name, value, target, lower-is-ok)."""
+    return [
+        (f"exposures written per second, {store}", r.writer, TARGET, False)
+        for store, r in rates.items()
+    ]
