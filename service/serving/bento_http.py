@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 # Longest status or header line accepted from a bento; a longer one is a broken reply.
 MAX_LINE = 65536
 MAX_HEADERS = 100
+# Largest reply body read from a bento: a prediction is a few hundred bytes, so anything near
+# this is a broken or hostile bento, and the worker must not buffer it whole.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
 class BentoConnectionError(Exception):
@@ -64,7 +67,9 @@ class _Connection:
         elif b"content-length" in headers:
             data = self._exactly(int(headers[b"content-length"]))
         else:
-            data, keep = self.reader.read(), False  # framed by the bento closing
+            # Framed by the bento closing: read one byte past the limit to tell it was exceeded.
+            data, keep = self.reader.read(MAX_REPLY_BYTES + 1), False
+            _check_size(len(data))
         return Reply(int(parts[1]), data), keep
 
     def _headers(self) -> dict[bytes, bytes]:
@@ -80,6 +85,7 @@ class _Connection:
         raise BentoConnectionError(f"more than {MAX_HEADERS} headers in the reply")
 
     def _exactly(self, length: int) -> bytes:
+        _check_size(length)
         data = self.reader.read(length)
         if len(data) != length:
             raise BentoConnectionError(f"the reply ended after {len(data)} of {length} bytes")
@@ -87,11 +93,14 @@ class _Connection:
 
     def _chunked(self) -> bytes:
         chunks: list[bytes] = []
+        total = 0
         while True:
             size = int(self.reader.readline(MAX_LINE + 1).split(b";", 1)[0].strip() or b"x", 16)
             if size == 0:
                 self._headers()  # trailers, if any, up to the blank line
                 return b"".join(chunks)
+            total += size
+            _check_size(total)
             chunks.append(self._exactly(size))
             self.reader.readline(MAX_LINE + 1)  # the CRLF after each chunk
 
@@ -104,6 +113,11 @@ class _Connection:
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
+
+
+def _check_size(length: int) -> None:
+    if length > MAX_REPLY_BYTES:
+        raise BentoConnectionError(f"the reply is larger than {MAX_REPLY_BYTES:,} bytes")
 
 
 class BentoPool:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from service.serving.bento_http import BentoConnectionError, BentoPool
+from service.serving.bento_http import MAX_REPLY_BYTES, BentoConnectionError, BentoPool
 
 Script = Callable[[socket.socket, bytes], bool]  # answers one request; False closes the socket
 
@@ -175,6 +175,17 @@ def test_a_reply_that_is_not_http_or_is_cut_short_fails(server) -> None:
     with pytest.raises(BentoConnectionError, match="not an HTTP reply"):
         pool(url).post("/ssh", b"{}", {})
     with pytest.raises(BentoConnectionError, match="2 of 9 bytes"):
+        pool(url).post("/predict", b"{}", {})
+
+
+def test_a_reply_larger_than_the_limit_is_refused_before_it_is_read(server) -> None:
+    def script(conn: socket.socket, request: bytes) -> bool:
+        length = MAX_REPLY_BYTES + 1
+        conn.sendall(reply("200 OK", b"{}", f"Content-Length: {length}"))
+        return False
+
+    url, _, _ = server(script)
+    with pytest.raises(BentoConnectionError, match="larger than"):
         pool(url).post("/predict", b"{}", {})
 
 
