@@ -34,6 +34,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def venv_executable(name: str) -> str:
     """A console script installed beside this interpreter (e.g. bentoml, rollout)."""
     return str(Path(sys.executable).parent / name)

@@ -10,7 +10,6 @@ drops its database. One local Unleash per data folder.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from service.flags.definitions import load_flags
 from service.flags.sync import Who, apply, create_context_fields
 from service.flags.unleash_admin import UnleashAdmin
 from service.harness.unleash_server import UnleashServer, stop_detached
+from service.processes import pid_alive
 from service.registry.versions import declared_bentos
 from service.store.events import create_engine
 
@@ -62,7 +62,7 @@ def running(settings: Settings) -> LocalUnleash | None:
         local = LocalUnleash(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
-    return local if _alive(local.pid) else None
+    return local if pid_alive(local.pid) else None
 
 
 def up(
@@ -119,13 +119,3 @@ def _record(server: UnleashServer, folder: Path, flags: list[str]) -> LocalUnlea
     )
     write_atomically(folder / "state.json", json.dumps(asdict(local), indent=2) + "\n")
     return local
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

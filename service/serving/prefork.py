@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from service.processes import pid_alive
+
 # Not imported from service.serving.metrics: importing prometheus_client in the master before this
 # variable is set would fix its single-process mode into every forked worker.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -49,15 +51,5 @@ def forget_dead_workers() -> None:
     folder = os.environ.get(MULTIPROC_ENV)
     for path in Path(folder).glob("gauge_live*_*.db") if folder else ():
         pid = path.stem.rpartition("_")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             forget_worker(int(pid))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
