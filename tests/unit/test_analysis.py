@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.analysis.queries import Window, ab_sample, cumulative_by_bucket
+from service.analysis.segment_queries import slice_cells
 from service.analysis.stats import ProportionStats
 from service.store.events import create_engine, exposures, outcomes
 
@@ -196,3 +197,26 @@ def test_window_parse(start, end, expected):
 def test_window_rejects_start_after_end():
     with pytest.raises(ValueError, match="not before"):
         Window.parse("2026-11-08", "2026-11-01")
+
+
+def test_slice_cells_count_users_and_conversions_as_the_sample_does(engine):
+    """The drill-down's one query (arm as an integer, conversions by request and by user) agrees
+    with ab_sample on every path: by request, by user after the first exposure, an outcome
+    before it (not counted), zero values, and a user in both arms (left out)."""
+    outcome(engine, request_id=expose(engine, "u1", "control"))
+    expose(engine, "u2", "control", ts=T0 + 10)
+    outcome(engine, user="u2", flag=FLAG, ts=T0 + 20)  # by user, after exposure: counts
+    expose(engine, "u3", "treatment", ts=T0 + 10)
+    outcome(engine, user="u3", flag=FLAG, ts=T0)  # before the first exposure: does not
+    outcome(engine, request_id=expose(engine, "u4", "treatment"), value=0)
+    outcome(engine, request_id=expose(engine, "u5", "treatment"))
+    expose(engine, "u6", "control")
+    expose(engine, "u6", "treatment")  # in both arms
+    whole = sample(engine)
+    cells = slice_cells(engine, flag=FLAG, arms=ARMS, metric="retained", dimensions=["region"])
+    by_arm = {c.arm: (c.users, c.conversions) for c in cells}
+    assert (
+        by_arm
+        == {arm: (whole.arms[arm].users, whole.arms[arm].conversions) for arm in ARMS}
+        == {"control": (2, 2), "treatment": (3, 1)}
+    )
