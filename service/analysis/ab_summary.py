@@ -34,7 +34,9 @@ from service.analysis.queries import (
     _from_epoch,
     _moment_columns,
     _moments,
+    arm_exposure_conditions,
     bucket_seconds_for,
+    request_hits,
 )
 from service.analysis.stats import MomentStats
 from service.store.events import exposures, outcomes
@@ -99,23 +101,13 @@ def _create_users_table(
     conn: sa.Connection, flag: str, arms: Sequence[str], metric: str, window: Window
 ) -> sa.TableClause:
     """One row per exposed user, made by a single scan of the exposures (see the docstring)."""
-    e, o = exposures.c, outcomes.c
-    hits = (
-        sa.select(o.request_id, sa.func.max(o.value).label("best"))
-        .where(o.metric == metric, o.request_id.is_not(None))
-        .group_by(o.request_id)
-        .subquery("hits")
-    )
+    e = exposures.c
+    hits = request_hits(metric)
     # The arm as its index in `arms` (-1: several): integers aggregate and group far faster
     # than text, whose min/max compare under the database's collation.
     index = sa.case({arm: i for i, arm in enumerate(arms)}, value=e.variant)
     first, last = sa.func.min(index), sa.func.max(index)
-    conditions = [e.flag == flag, e.variant.in_(list(arms)), sa.not_(e.shadow)]
-    conditions.append(e.user_id.is_not(None))
-    if window.start is not None:
-        conditions.append(e.ts >= window.start.timestamp())
-    if window.end is not None:
-        conditions.append(e.ts < window.end.timestamp())
+    conditions = arm_exposure_conditions(flag, arms, window)
     query = (
         sa.select(
             e.user_id,

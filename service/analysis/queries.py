@@ -396,6 +396,17 @@ def arm_exposure_conditions(flag: str, arms: Sequence[str], window: Window) -> l
     return conditions
 
 
+def request_hits(metric: str) -> sa.Subquery:
+    """Per request id, the best value of `metric` logged for it (`best` > 0: it converted)."""
+    o = outcomes.c
+    return (
+        sa.select(o.request_id, sa.func.max(o.value).label("best"))
+        .where(o.metric == metric, o.request_id.is_not(None))
+        .group_by(o.request_id)
+        .subquery("hits")
+    )
+
+
 def exposure_columns() -> list[Any]:
     """Per exposure: the unit, its arm, the request (to join outcomes), when, and how it went."""
     e = exposures.c
