@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import sqlalchemy as sa
 
@@ -73,6 +74,22 @@ def test_flush_waits_for_what_was_queued_before_it(tmp_path) -> None:
         writer.record(exposure(i))
     writer.flush()
     assert count(engine, exposures) == 50
+    writer.close()
+
+
+def test_events_of_a_quiet_moment_share_one_transaction(tmp_path) -> None:
+    """At a few requests a second each event used to be a commit of its own, made while its
+    request was still answering; the writer now lingers for the next few."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    writer = EventWriter(engine, linger=5.0)
+    commits: list[int] = []
+    sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+    for i in range(3):
+        writer.record(exposure(i))
+        time.sleep(0.02)  # requests a few ms apart: without lingering, a commit each
+    writer.flush()  # cuts the linger short: it returns as soon as the batch is written
+    assert count(engine, exposures) == 3
+    assert len(commits) == 1
     writer.close()
 
 
