@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -42,6 +42,8 @@ from service.serving.prefork import (
 # A request's head (request line and headers) past about this many bytes is refused with a 431,
 # and so are more than 100 headers (hyper's limit); granian's default buffer is 408 KiB.
 HEAD_BYTES = 64 * 1024
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # This worker's app, once its loader built it (one per process; the master never sets it).
 _loaded: list[Any] = []
@@ -79,7 +81,37 @@ def _load(app_config: dict[str, Any] | None, first: FirstWorker | None, _target:
     _loaded.append(app)
     if first is not None:
         first()
-    return app
+    return whole_bodies(app)
+
+
+def whole_bodies(app: WSGIApp) -> WSGIApp:
+    """The app, with every response that states its length handed to granian as one chunk.
+
+    granian sends a list body from Rust in one call; any other iterable (what Flask returns) it
+    pulls chunk by chunk, back and forth across the GIL: 0.3 ms of a worker's CPU per predict in
+    the profile (scripts/benchmarks/profile_selector.py). A body with a Content-Length is finite
+    and already built, so joining it costs nothing; one without (a stream) passes through as is.
+    """
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        sized = False
+
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            nonlocal sized
+            sized = any(name.lower() == "content-length" for name, _ in headers)
+            return start_response(status, headers, *exc_info)
+
+        body = app(environ, start)
+        if not sized or isinstance(body, list):
+            return body
+        try:
+            return [b"".join(body)]
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    return wsgi
 
 
 def _worker(*args: Any) -> None:
