@@ -6,12 +6,14 @@ import atexit
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from service.config import Settings
-from service.errors import RolloutError, StoreUnavailable, Unauthorized
+from service.errors import RolloutError
 from service.serving.api import health, meta, outcomes, predictions
+from service.serving.api.errors import error_headers, error_json
+from service.serving.api.fast_predict import PredictFront
 from service.serving.keys import Access, KeyRing
 from service.serving.outcome_check import OutcomeCheck
 from service.serving.selector import Selector
@@ -42,18 +44,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (predictions.bp, outcomes.bp, health.bp, meta.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
+    # The hot route, answered in front of Flask's per-request machinery (anything unusual
+    # still goes through Flask): see service.serving.api.fast_predict.
+    app.wsgi_app = PredictFront(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RolloutError)
     def rollout_error(exc: RolloutError) -> Any:
-        headers = {}
-        if isinstance(exc, Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer realm="rollout"'
-        if isinstance(exc, StoreUnavailable):
-            headers["Retry-After"] = "5"
-        return _error(exc.status, exc.code, exc.message, headers)
+        return _error(exc.status, exc.code, exc.message, error_headers(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
@@ -91,4 +91,5 @@ def _drain_body(limit: int) -> None:
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
-    return jsonify({"error": {"code": code, "message": message}}), status, headers or {}
+    body = error_json(code, message)
+    return Response(body, status, headers or {}, mimetype="application/json")

@@ -37,8 +37,14 @@ def json_body() -> Any:
         raise UnsupportedMediaType(
             f"send JSON with Content-Type: application/json (got '{request.content_type}')"
         )
+    return parse_json(request.get_data(cache=True))
+
+
+def parse_json(data: bytes) -> Any:
+    """A request body's JSON: 400 when it does not parse, nests deeper than MAX_DEPTH or holds
+    NaN/Infinity (naming the field)."""
     try:
-        body = decode(request.get_data(cache=True))
+        body = decode(data)
     except RecursionError as exc:
         raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:
@@ -53,7 +59,11 @@ def _reason(exc: ValueError) -> str:
 
 def request_id() -> str:
     """The caller's X-Request-ID when it is usable, else a fresh one."""
-    given = request.headers.get("X-Request-ID", "")
+    return request_id_from(request.headers.get("X-Request-ID", ""))
+
+
+def request_id_from(given: str) -> str:
+    """`given` (an X-Request-ID header) when it is usable, else a fresh id."""
     if REQUEST_ID.match(given):
         return given
     # Unique, not secret: uuid4() makes a getrandom syscall per id, which took 0.37 ms a call
