@@ -57,10 +57,15 @@ class RecentExposures:
     """Request ids and (flag, user) pairs this process served lately, for the outcome check.
 
     Two generations of dicts: when the current one is full it becomes the old one, so memory
-    stays bounded and a lookup is two dict probes.
+    stays bounded and a lookup is two dict probes. Each request adds two keys, so the default
+    remembers a worker's last 2,000-4,000 requests: more than a second at full load, while an
+    exposure reaches the store within a batch (and the check asks the store for the rest).
+    Small on purpose: at 200,000 keys every worker grew by about 280 bytes a request for its
+    first 200,000 requests, and even at 20,000 the generations' churn kept fragmenting the heap
+    of a threaded worker, a slow creep of RSS (the memory soak of scripts/benchmarks/selector.py).
     """
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, size: int = 4_000) -> None:
         self.size = size
         self._current: dict[tuple[str | None, ...], Any] = {}
         self._old: dict[tuple[str | None, ...], Any] = {}
