@@ -5,19 +5,24 @@
 1. `predict` through `rollout serve` (2 workers) on each server it offers (granian, gunicorn)
    versus the same `bentoml serve` bento called directly, by the same client at the same
    concurrency: p50/p99 latency, the latency the selector adds, and the throughput ratio.
-   Beside each, the floor: a minimal WSGI proxy (scripts/benchmarks/hop_floor.py) on the same
-   server with the same settings, which only forwards the bytes, i.e. what one extra HTTP hop
-   costs on this machine and this server; the selector minus its floor is its own work.
+   Beside each, two floors on the same server with the same settings
+   (scripts/benchmarks/hop_floor.py): a minimal WSGI proxy that only forwards the bytes, through
+   the selector's own bento client, i.e. what one extra hop costs on this machine and server
+   (the selector minus it is the selector's own work); and a minimal echo, the round trip
+   through that server alone.
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags.
 3. Exposures written per second by the event writer, from `record()` to committed rows: SQLite,
    and PostgreSQL with `--postgres-url postgresql+psycopg://.../an_empty_database`; beside it
    the floors below it (scripts/benchmarks/event_rates.py). `--only events` runs this alone.
-4. Memory: RSS of each selector worker after warm-up and after the whole run (growth = leak).
+4. Memory (scripts/benchmarks/memory_soak.py): RSS of each selector worker after a warm-up
+   and along `--soak` requests (100,000) in front of a stub bento; growth over the soak is a
+   leak. `--only memory` runs this alone.
 
 Targets (DESIGN.md), printed as met or missed: added p50 <= 0.5 ms and p99 <= 1.5 ms at
 concurrency 1; throughput >= 90% of direct at concurrency 16; decision within 10 us of the bare
-SDK call; >= 100,000 exposures/s written. The bento is built into .data/ if needed.
+SDK call; >= 100,000 exposures/s written; no RSS growth over the soak (within 1 MiB). The
+bento is built into .data/ if needed.
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import psutil
 import urllib3
 from event_rates import EventRates, event_checks, event_rates, print_events
+from memory_soak import Soak, emptied, print_soaks, soak
 
 from service.config import Settings
 from service.flags.definitions import load_flags
@@ -147,7 +152,9 @@ def routing_cost(flags_dir: Path, settings: Settings, n: int = 50_000) -> tuple[
     return statistics.median(bare) + difference, statistics.median(bare)
 
 
-SERVERS = ("granian", "gunicorn")  # what `rollout serve --server` offers; the default first
+SERVERS = ("granian", "gunicorn")
+# "No growth" with the allocator's noise: a leak of even 100 bytes a request is 10 MiB here.
+MEMORY_SLACK_MIB = 1.0  # what `rollout serve --server` offers; the default first
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,7 @@ class Row:
     direct: LoadResult
     floor: dict[str, LoadResult]  # server -> the minimal proxy on it
     routed: dict[str, LoadResult]  # server -> `rollout serve --server` on it
+    echo: dict[str, LoadResult]  # server -> the minimal echo on it: one hop, no bento
 
 
 def main() -> None:
@@ -171,49 +179,89 @@ def main() -> None:
         help="also measure events written to this (empty) PostgreSQL database",
     )
     parser.add_argument(
-        "--only", choices=["events"], help="run only this section (events: section 3)"
+        "--soak", type=int, default=100_000, help="requests of the memory soak (0: none)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["events", "memory"],
+        help="run only this section (events: section 3, memory: section 4)",
     )
     args = parser.parse_args()
-    if args.only == "events":
-        with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
-            rates = event_rates(Path(tmp), args.postgres_url)
-        print_events(rates)
-        print_checks(event_checks(rates))
-        return
-    levels = [int(c) for c in args.concurrency.split(",")]
-
-    base = Settings.load()
-    build_all(base, versions=["v1"])
+    if args.soak < 0 or (args.only == "memory" and args.soak == 0):
+        parser.error("--soak must be a positive number of requests")
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
         work = Path(tmp)
-        flags_dir = work / "flags"
-        flags_dir.mkdir()
-        (flags_dir / "context.yaml").write_text((base.flags_dir / "context.yaml").read_text())
-        (flags_dir / "bench.yaml").write_text(FLAG)
-        rows, memory = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
-        settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
-        ours, bare = routing_cost(flags_dir, settings)
-        rates = event_rates(work, args.postgres_url)
+        if args.only == "events":
+            rates = event_rates(work, args.postgres_url)
+            print_events(rates)
+            print_checks(event_checks(rates))
+        elif args.only == "memory":
+            print_soaks(memory_soaks(work, flag_folder(work), args.soak, args.postgres_url))
+        else:
+            run_all(args, work)
+
+
+def flag_folder(work: Path) -> Path:
+    """The benchmark's flags: the repo's context definitions and one flag, `bench`."""
+    flags_dir = work / "flags"
+    flags_dir.mkdir()
+    context = Settings.load().flags_dir / "context.yaml"
+    (flags_dir / "context.yaml").write_text(context.read_text())
+    (flags_dir / "bench.yaml").write_text(FLAG)
+    return flags_dir
+
+
+def run_all(args: argparse.Namespace, work: Path) -> None:
+    levels = [int(c) for c in args.concurrency.split(",")]
+    base = Settings.load()
+    build_all(base, versions=["v1"])
+    flags_dir = flag_folder(work)
+    rows = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
+    settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
+    ours, bare = routing_cost(flags_dir, settings)
+    rates = event_rates(work, args.postgres_url)
+    soaks = memory_soaks(work, flags_dir, args.soak, args.postgres_url) if args.soak else []
     print_table(rows, ours, bare, rates)
-    print_memory(memory)
-    print_targets(rows, ours, bare, rates)
+    print_soaks(soaks)
+    print_targets(rows, ours, bare, rates, soaks)
+
+
+def selector_env(work: Path, flags_dir: Path, bento_url: str) -> dict[str, str]:
+    """A selector of the benchmark: local flags, this bento, its own data folder."""
+    return {
+        "ROLLOUT_DATA_DIR": str(work / "data"),
+        "ROLLOUT_FLAGS_DIR": str(flags_dir),
+        "ROLLOUT_BENTO_URLS": f"churn:v1={bento_url}",
+        "ROLLOUT_UNLEASH_URL": "",
+        "UNLEASH_URL": "",
+    }
+
+
+def memory_soaks(
+    work: Path, flags_dir: Path, requests: int, postgres_url: str | None
+) -> list[Soak]:
+    """Section 4 on each server, in front of one stub bento (hop_floor.py on granian); the
+    events go to `postgres_url` (emptied first) when given, else to SQLite."""
+    _, routed_bodies = request_bodies()
+    stub_port = free_port()
+    with granian_floor_process(stub_port, work / "stub.log", "http://127.0.0.1:9", 1, 4) as stub:
+        stub.wait_ready(60)
+        stub_url = f"http://127.0.0.1:{stub_port}/stub"
+        env = selector_env(work, flags_dir, stub_url)
+        if postgres_url:
+            env["ROLLOUT_DATABASE_URL"] = emptied(postgres_url)
+        return [soak(name, work, env, routed_bodies, requests) for name in SERVERS]
 
 
 def serving_rows(
     base: Settings, work: Path, flags_dir: Path, levels: list[int], seconds: float, workers: int
-) -> tuple[list[Row], dict[str, dict[int, tuple[float, float]]]]:
+) -> list[Row]:
     """Every target up at once; each concurrency level runs them one after the other."""
     direct_bodies, routed_bodies = request_bodies()
     threads = max(levels) // workers + 1
     with BentoProcess("churn:v1", settings=base, log_path=work / "bento.log") as bento:
         bento.wait_ready(90)
-        env = {
-            "ROLLOUT_DATA_DIR": str(work / "data"),
-            "ROLLOUT_FLAGS_DIR": str(flags_dir),
-            "ROLLOUT_BENTO_URLS": f"churn:v1={bento.url}",
-            "ROLLOUT_UNLEASH_URL": "",
-            "UNLEASH_URL": "",
-        }
+        env = selector_env(work, flags_dir, bento.url)
         ports = {name: free_port() for name in SERVERS}
         floor_ports = {name: free_port() for name in SERVERS}
         selectors = {
@@ -236,24 +284,16 @@ def serving_rows(
             urls = {("direct", ""): (f"{bento.url}/predict", direct_bodies)}
             for name in SERVERS:
                 route = f"http://127.0.0.1:{ports[name]}/v1/models/bench/predict"
-                urls["floor", name] = (
-                    f"http://127.0.0.1:{floor_ports[name]}/predict",
-                    direct_bodies,
-                )
+                floor = f"http://127.0.0.1:{floor_ports[name]}"
+                urls["echo", name] = (f"{floor}/echo", direct_bodies)
+                urls["floor", name] = (f"{floor}/predict", direct_bodies)
                 urls["routed", name] = (route, routed_bodies)
             # Warm every pool and the model at the highest concurrency, so that every worker
-            # thread exists (granian starts its threads on demand) before RSS is read.
+            # thread exists (granian starts its threads on demand).
             for url, bodies in urls.values():
                 run_load(url, bodies, max(levels), 1.0)
-            warm = {name: worker_rss(process) for name, process in selectors.items()}
             metrics = {name: f"http://127.0.0.1:{ports[name]}/metrics" for name in SERVERS}
-            rows = [measure(c, urls, seconds, metrics) for c in levels]
-            after = {name: worker_rss(process) for name, process in selectors.items()}
-    memory = {
-        name: {pid: (rss, after[name].get(pid, float("nan"))) for pid, rss in warm[name].items()}
-        for name in SERVERS
-    }
-    return rows, memory
+            return [measure(c, urls, seconds, metrics) for c in levels]
 
 
 ROUNDS = 5  # at concurrency > 1, each target's time in rounds, interleaved with the others'
@@ -287,7 +327,8 @@ def measure(
         spent, bento, count = (a - b for a, b in zip(after, before[name], strict=True))
         routed[name] = replace(pooled["routed", name], inside_ms=(spent - bento) / count * 1000)
     floor = {name: pooled["floor", name] for name in SERVERS}
-    return Row(c, pooled["direct", ""], floor, routed)
+    echo = {name: pooled["echo", name] for name in SERVERS}
+    return Row(c, pooled["direct", ""], floor, routed, echo)
 
 
 def run_alternating(
@@ -357,13 +398,6 @@ def granian_floor_process(
 FLOOR_SERVERS = {"granian": granian_floor_process, "gunicorn": hop_floor_process}
 
 
-def worker_rss(selector: ManagedProcess) -> dict[int, float]:
-    """MiB resident per gunicorn worker of the selector (the master's children)."""
-    assert selector.process is not None
-    children = psutil.Process(selector.process.pid).children(recursive=True)
-    return {c.pid: c.memory_info().rss / 2**20 for c in children}
-
-
 def inside_totals(metrics_url: str) -> tuple[float, float, float]:
     """Seconds spent in predict, seconds spent in bento calls, and predict calls, so far."""
     text = urllib3.request("GET", metrics_url).data.decode()
@@ -406,31 +440,23 @@ def print_serving(rows: list[Row]) -> None:
     """Per concurrency: the bento directly, then per server the floor and the selector."""
     head = "| concurrency | direct p50 / p99 ms | direct req/s "
     for name in SERVERS:
-        head += f"| floor on {name} adds | selector on {name} adds | {name} selector / direct "
+        head += f"| echo on {name} p50 / p99 ms | floor on {name} adds "
+        head += f"| selector on {name} adds | {name} selector / direct "
         head += f"| in-selector ms ({name}) "
     print(head + "| errors d/floors/selectors |")
-    print("| --- " * (3 + 4 * len(SERVERS) + 1) + "|")
+    print("| --- " * (3 + 5 * len(SERVERS) + 1) + "|")
     for row in rows:
         d = row.direct
         line = f"| {row.concurrency} | {_p(d)} | {d.throughput:.0f} "
         for name in SERVERS:
             f, r = row.floor[name], row.routed[name]
+            line += f"| {_p(row.echo[name])} "
             line += f"| {_added(f, d)} | {_added(r, d)} | {r.throughput / d.throughput:.0%} "
             line += f"| {r.inside_ms or 0:.2f} "
-        floors = "+".join(str(row.floor[n].errors) for n in SERVERS)
+        floors = "+".join(str(row.floor[n].errors + row.echo[n].errors) for n in SERVERS)
         routed = "+".join(str(row.routed[n].errors) for n in SERVERS)
         print(line + f"| {d.errors}/{floors}/{routed} |")
     print()
-
-
-def print_memory(memory: dict[str, dict[int, tuple[float, float]]]) -> None:
-    print()
-    for name, workers in memory.items():
-        for pid, (warm, after) in sorted(workers.items()):
-            print(
-                f"selector worker {pid} ({name}): RSS {warm:.1f} MiB after warm-up, "
-                f"{after:.1f} MiB after the run"
-            )
 
 
 def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool]]:
@@ -440,9 +466,13 @@ def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool
     for name in SERVERS:
         if 1 in by_c:
             d, f, r = by_c[1].direct, by_c[1].floor[name], by_c[1].routed[name]
+            echo = by_c[1].echo[name]
             for q, target in ((0.5, 0.5), (0.99, 1.5)):
                 floor = f.percentile(q) - d.percentile(q)
-                label = f"added p{q * 100:.0f} at c=1, {name} (ms; its floor adds {floor:+.2f})"
+                label = (
+                    f"added p{q * 100:.0f} at c=1, {name} (ms; its floor adds {floor:+.2f}, "
+                    f"an echo alone takes {echo.percentile(q):.2f})"
+                )
                 checks.append((label, r.percentile(q) - d.percentile(q), target, True))
         if 16 in by_c:
             d, f, r = by_c[16].direct, by_c[16].floor[name], by_c[16].routed[name]
@@ -454,11 +484,16 @@ def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool
     return checks
 
 
-def print_targets(rows: list[Row], ours: float, bare: float, rates: dict[str, EventRates]) -> None:
+def print_targets(
+    rows: list[Row], ours: float, bare: float, rates: dict[str, EventRates], soaks: list[Soak]
+) -> None:
     """Each DESIGN.md target with the measured figure, met or missed."""
     checks = serving_checks(rows)  # name, value, target, lower-is-ok
     checks.append(("decision minus bare get_variant (us)", ours - bare, 10.0, True))
     checks += event_checks(rates)
+    for result in soaks:
+        label = f"RSS growth per worker over {result.checkpoints[-1][0]:,} requests, "
+        checks.append((label + f"{result.server} (MiB)", result.growth(), MEMORY_SLACK_MIB, True))
     print_checks(checks)
 
 
