@@ -76,5 +76,4 @@ def test_a_store_with_the_old_exposure_indexes_migrates_to_the_new_ones(tmp_path
         "ix_exposures_flag_ts": ["flag", "ts"],
         "ix_exposures_request_id": ["request_id"],
         "ix_exposures_user_id": ["user_id"],
-        "ux_exposures_event_id": ["event_id"],
-    }
+    }  # no index on event_id since 0006: replay finds stored exposures through (flag, ts)
