@@ -142,13 +142,14 @@ def _bare(engine: sa.Engine, n: int, batch: int) -> Callable[[], None]:
     return write
 
 
-# The unique index exposures had before migration 0006 (on an unpartitioned table).
-_EVENT_ID_INDEX = sa.Index("ux_exposures_event_id", exposures.c.event_id, unique=True)
+# The unique index exposures had before migration 0006 (on an unpartitioned table). Text, not
+# an sa.Index: that would join `exposures.indexes` and be created by every create_all.
+_EVENT_ID_INDEX = "ux_exposures_event_id"
 
 
 def _bare_0005_indexes(engine: sa.Engine, n: int, batch: int) -> Callable[[], None]:
     with engine.begin() as conn:
-        _EVENT_ID_INDEX.create(conn)
+        conn.execute(sa.text(f"CREATE UNIQUE INDEX {_EVENT_ID_INDEX} ON exposures (event_id)"))
     return _bare(engine, n, batch)
 
 
@@ -173,7 +174,7 @@ def _empty(engine: sa.Engine) -> None:
 
 def _restore_indexes(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        _EVENT_ID_INDEX.drop(conn, checkfirst=True)
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {_EVENT_ID_INDEX}"))
         for index in exposures.indexes:
             index.create(conn, checkfirst=True)
 
