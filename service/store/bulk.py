@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from operator import attrgetter
 from typing import Any
 
@@ -109,30 +109,6 @@ def claim_batch(conn: sa.Connection, batch_id: str) -> None:
         conn.execute(event_batches.insert(), {"batch_id": batch_id, "ts": time.time()})
     except sa.exc.IntegrityError as exc:
         raise BatchAlreadyStored(batch_id) from exc
-
-
-@dataclass(frozen=True)
-class Rows:
-    """A batch's rows, made before its transaction starts (see `EventWriter`)."""
-
-    exposures: list[tuple]
-    outcomes: list[tuple]
-
-
-def rows(events: Sequence[Exposure | Outcome]) -> Rows:
-    """The rows of `events`, per table, in the order `write_made` inserts them."""
-    return Rows(
-        [exposure_row(e) for e in events if isinstance(e, Exposure)],
-        [outcome_row(e) for e in events if not isinstance(e, Exposure)],
-    )
-
-
-def write_made(conn: sa.Connection, made: Rows) -> None:
-    """Insert rows made by `rows` inside the caller's transaction: the same rows as `write`."""
-    if made.exposures:
-        write_rows(conn, exposures, made.exposures)
-    if made.outcomes:
-        write_rows(conn, outcomes, made.outcomes)
 
 
 def write_rows(conn: sa.Connection, table: sa.Table, rows: Iterable[tuple]) -> None:

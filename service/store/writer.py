@@ -7,7 +7,7 @@ Logging never blocks the request path, and no accepted event is lost:
 - a full queue sends the event straight to the spill file from the request thread;
 - rows the store refuses one by one (a constraint) go to the dead-letter file;
 - `close()` writes what is queued, spilling at once (no retries) while the store fails, and
-  spills whatever the writer threads could not finish in time themselves.
+  spills whatever the writer thread could not finish in time itself.
 Each batch gets an id, written in `event_batches` in the batch's transaction: a retry after a
 commit whose result never came back finds it and stops there, and a batch spilled after an
 attempt carries it into the spill file, so its replay is skipped if the attempt did commit.
@@ -17,7 +17,6 @@ attempt carries it into the spill file, so its replay is skipped if the attempt 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -40,17 +39,6 @@ _REFUSED = (sa.exc.IntegrityError, sa.exc.DataError)
 Event = Exposure | Outcome
 _EVENT_TYPES = (Exposure, Outcome)
 _STOP = object()
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """A batch on its way from the thread that makes rows to the thread that writes them."""
-
-    batch_id: str
-    events: list[Event]
-    rows: bulk.Rows | None  # None: making them failed; the write makes them again and says why
-    markers: list[threading.Event]
-    stopping: bool
 
 
 @dataclass(frozen=True)
@@ -99,14 +87,7 @@ class RecentExposures:
 
 
 class EventWriter:
-    """Appends events from any thread; two background threads write them in batches.
-
-    One thread takes a batch off the queue and makes its rows (Python, holding the GIL) while
-    the other writes the previous batch (waiting on the database, not holding it). With one
-    thread doing both, the PostgreSQL backend sat idle while rows were made and Python sat idle
-    while the backend indexed them: 6.7 + 7.7 us of CPU per exposure took 14.3 us of wall time.
-    Batches are written in the order they were queued, one at a time, on one connection.
-    """
+    """Appends events from any thread; a background thread writes them in batches."""
 
     def __init__(
         self,
@@ -135,16 +116,11 @@ class EventWriter:
         self.dropped = 0  # lost: no spill file configured, or the disk failed too
         self._failing_since: float | None = None
         self._last_error: str | None = None
-        # Batches taken off the queue and not yet written or spilled: what close() must spill
-        # if the store hangs. At most three: being made, handed over, being written.
-        self._pending: deque[tuple[str, list[Event]]] = deque()
-        self._made: queue.Queue[_Batch] = queue.Queue(maxsize=1)
+        self._inflight: tuple[str, list[Event]] | None = None  # (batch id, events)
         self._stopping = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-        self._sender = threading.Thread(target=self._send, name="event-writer-send", daemon=True)
         self._thread.start()
-        self._sender.start()
 
     # --- the request path ---------------------------------------------------------------
 
@@ -205,16 +181,13 @@ class EventWriter:
         self._closed = True
         self._stopping = True  # no more retries: a failing store means spill at once
         self._put(_STOP)
-        deadline = time.monotonic() + timeout
         self._thread.join(timeout)
-        self._sender.join(max(0.0, deadline - time.monotonic()))
-        if self._sender.is_alive():
-            pending, left = list(self._pending), self._drain_queue()
-            count = sum(len(batch) for _, batch in pending) + len(left)
+        if self._thread.is_alive():
+            inflight, left = self._inflight, self._drain_queue()
+            count = len(left) + (len(inflight[1]) if inflight else 0)
             log.error("event writer did not finish in %.0fs; spilling %d events", timeout, count)
-            # The batch being written may still commit: spilled with its id, replay skips it then.
-            for batch_id, batch in pending:
-                self._spill(batch, batch_id)
+            if inflight:  # it may still commit: spilled with its batch id, replay skips it then
+                self._spill(inflight[1], inflight[0])
             self._spill(left)
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -236,25 +209,15 @@ class EventWriter:
     # --- the writer thread --------------------------------------------------------------
 
     def _run(self) -> None:
-        """Take batches off the queue and make their rows; hand them to `_send` in order."""
         stopping = False
         while not stopping:
             batch, markers, stopping = self._take_batch()
-            batch_id = new_event_id()
-            self._pending.append((batch_id, batch))
-            self._made.put(_Batch(batch_id, batch, _rows(batch), markers, stopping))
-
-    def _send(self) -> None:
-        """Write the batches `_run` made, one at a time; then release their flush markers."""
-        stopping = False
-        while not stopping:
-            made = self._made.get()
-            if made.events:
-                self._write(made.batch_id, made.events, made.rows)
-            self._pending.popleft()
-            for marker in made.markers:
+            if batch:
+                self._inflight = (new_event_id(), batch)
+                self._write(*self._inflight)
+                self._inflight = None
+            for marker in markers:
                 marker.set()
-            stopping = made.stopping
 
     def _take_batch(self) -> tuple[list[Event], list[threading.Event], bool]:
         """Block for the first item, then take whatever else is already queued.
@@ -279,13 +242,13 @@ class EventWriter:
         markers = [i for i in items if isinstance(i, threading.Event)]
         return batch, markers, any(i is _STOP for i in items)
 
-    def _write(self, batch_id: str, batch: list[Event], made: bulk.Rows | None = None) -> None:
+    def _write(self, batch_id: str, batch: list[Event]) -> None:
         """Insert a batch; retry a failing store briefly, then spill; split refused batches."""
         deadline = time.monotonic() + (0 if self._stopping else self.retry_seconds)
         delay = 0.05
         while True:
             try:
-                self._insert(batch_id, batch, made)
+                self._insert(batch_id, batch)
             except bulk.BatchAlreadyStored:  # an attempt whose commit was not confirmed did commit
                 self._written += len(batch)
                 self._recovered()
@@ -305,13 +268,10 @@ class EventWriter:
                 self._recovered()
                 return
 
-    def _insert(self, batch_id: str, batch: list[Event], made: bulk.Rows | None = None) -> None:
+    def _insert(self, batch_id: str, batch: list[Event]) -> None:
         with self.engine.begin() as conn:
             bulk.claim_batch(conn, batch_id)
-            if made is None:
-                bulk.write(conn, batch)
-            else:
-                bulk.write_made(conn, made)
+            bulk.write(conn, batch)
 
     def _isolate_refused(self, batch: list[Event]) -> None:
         """Halve a refused batch until the refused rows are found; write all the others."""
@@ -369,15 +329,6 @@ class EventWriter:
         except OSError as exc:
             self.dropped += len(events)
             log.error("writing %d events to %s failed (%s); they are lost", len(events), what, exc)
-
-
-def _rows(batch: list[Event]) -> bulk.Rows | None:
-    """The batch's rows; None if making them fails (the write makes them again, and refuses
-    or dead-letters the events whose rows cannot be made, as it always did)."""
-    try:
-        return bulk.rows(batch)
-    except Exception:
-        return None
 
 
 def _describe(exc: Exception) -> str:
