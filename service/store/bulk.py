@@ -21,6 +21,7 @@ out of the column's range) is a DataError too, as PostgreSQL itself says of such
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from operator import attrgetter
@@ -29,7 +30,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from service.store.events import Exposure, Outcome, exposures, outcomes
+from service.store.events import Exposure, Outcome, event_batches, exposures, outcomes
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -92,6 +93,22 @@ def write(conn: sa.Connection, events: Sequence[Exposure | Outcome]) -> None:
         write_rows(conn, exposures, map(exposure_row, exposure_events))
     if outcome_events:
         write_rows(conn, outcomes, map(outcome_row, outcome_events))
+
+
+class BatchAlreadyStored(Exception):
+    """The batch's id is in `event_batches`: an earlier attempt at it committed."""
+
+
+def claim_batch(conn: sa.Connection, batch_id: str) -> None:
+    """Record `batch_id` in the caller's transaction, first: it commits with the batch or not
+    at all, so retrying or replaying a batch whose commit was ambiguous stores it once.
+
+    Raises BatchAlreadyStored when it is there already (the transaction is then unusable).
+    """
+    try:
+        conn.execute(event_batches.insert(), {"batch_id": batch_id, "ts": time.time()})
+    except sa.exc.IntegrityError as exc:
+        raise BatchAlreadyStored(batch_id) from exc
 
 
 def write_rows(conn: sa.Connection, table: sa.Table, rows: Iterable[tuple]) -> None:

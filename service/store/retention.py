@@ -145,7 +145,8 @@ class Pruned:
 
 
 def prune(engine: sa.Engine, older_than: float, now: float | None = None) -> Pruned:
-    """Remove exposures and outcomes older than `older_than` seconds; then make partitions."""
+    """Remove exposures, outcomes and writer batch ids older than `older_than` seconds; then
+    make partitions."""
     now = time.time() if now is None else now
     result = Pruned(cutoff=now - older_than)
     with engine.begin() as conn:
@@ -165,5 +166,11 @@ def prune(engine: sa.Engine, older_than: float, now: float | None = None) -> Pru
                 sa.text(f"DELETE FROM {table} WHERE ts < :cutoff"), {"cutoff": result.cutoff}
             )
             result.rows[table] = count + (deleted.rowcount or 0)
+        # Batch ids only matter until the spill files naming them are replayed (see spill);
+        # they are not events, so they are not counted. Stores before 0006 have none.
+        if sa.inspect(conn).has_table("event_batches"):
+            conn.execute(
+                sa.text("DELETE FROM event_batches WHERE ts < :cutoff"), {"cutoff": result.cutoff}
+            )
     ensure_partitions(engine, now)
     return result

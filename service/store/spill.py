@@ -3,8 +3,16 @@
 When the store is down or unwritable (or the writer's queue is full) events are appended, one
 JSON line each, to a file of this process under the spill folder, and fsync'd before the
 writer moves on: a SIGTERM with the store down then loses nothing. `replay` re-ingests spill
-and dead-letter files; every event carries its `event_id`, unique in the store, so replaying a
-file twice (or an event that was also written) stores it once.
+and dead-letter files, storing each event once however often it is replayed:
+- every event carries its `event_id`. Replays run one at a time (an advisory lock on
+  PostgreSQL, `BEGIN IMMEDIATE` on SQLite), and each looks up, in the transaction that inserts
+  them, which of its events are stored already: outcomes by their unique index, exposures (which
+  have no index on event_id: it cost 1 us of every write) within each flag's span of `ts`
+  through the (flag, ts) index;
+- events the writer had sent to the store before spilling them (a commit whose result never
+  came back, a batch still being written at shutdown) carry their batch id: a batch whose id is
+  in `event_batches` is stored, and replay writes the id with the events, so a late commit of
+  the writer's attempt then fails on it instead of storing them twice.
 """
 
 from __future__ import annotations
@@ -22,16 +30,22 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.store.events import Exposure, Outcome, exposures, outcomes
+from service.store.events import Exposure, Outcome, event_batches, exposures, outcomes
 
 TABLES = {table.name: table for table in (exposures, outcomes)}
 SPILL_SUFFIX = ".jsonl"
 REPLAY_CHUNK = 500
+_REPLAY_LOCK = 7_233_017_002  # pg_advisory_xact_lock key of replay (the migrator's is ...001)
+# Errors about the rows themselves (a constraint, a value of the wrong type).
+_REFUSED = (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError)
+
+Row = tuple[str, dict[str, Any], str]  # table name, column values, the line as read
 
 
-def event_line(event: Exposure | Outcome) -> str:
+def event_line(event: Exposure | Outcome, batch_id: str | None = None) -> str:
     table = exposures if isinstance(event, Exposure) else outcomes
-    return json.dumps({"table": table.name, **asdict(event)}, default=str)
+    batch = {"batch": batch_id} if batch_id else {}
+    return json.dumps({"table": table.name, **batch, **asdict(event)}, default=str)
 
 
 class SpillFile:
@@ -44,9 +58,12 @@ class SpillFile:
         self._lock = threading.Lock()
         self.count = 0
 
-    def append(self, events: Iterable[Exposure | Outcome]) -> int:
-        """Write `events` and fsync them; the number written. OSError when the disk fails."""
-        text = "".join(event_line(e) + "\n" for e in events)
+    def append(self, events: Iterable[Exposure | Outcome], batch_id: str | None = None) -> int:
+        """Write `events` and fsync them; the number written. OSError when the disk fails.
+
+        `batch_id`: the id they were sent to the store under, when they were (see replay).
+        """
+        text = "".join(event_line(e, batch_id) + "\n" for e in events)
         if not text:
             return 0
         lines = text.count("\n")
@@ -116,7 +133,7 @@ def replay(engine: sa.Engine, files: list[Path], dead_letter: Path) -> ReplayRes
 def _replay_file(engine: sa.Engine, path: Path, result: ReplayResult) -> list[str]:
     """Replay one file; the lines that must be kept (refused or unreadable)."""
     kept: list[str] = []
-    rows: list[tuple[str, dict[str, Any], str]] = []
+    groups: dict[str | None, list[Row]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
@@ -125,14 +142,19 @@ def _replay_file(engine: sa.Engine, path: Path, result: ReplayResult) -> list[st
             result.unreadable += 1
             kept.append(line)
             continue
-        rows.append((*parsed, line))
-    result.read += len(rows)
-    for chunk in _chunks(rows, REPLAY_CHUNK):
-        kept += _write_chunk(engine, chunk, result)
+        name, row, batch_id = parsed
+        groups.setdefault(batch_id, []).append((name, row, line))
+        result.read += 1
+    for batch_id, rows in groups.items():
+        if batch_id is None:
+            for chunk in _chunks(rows, REPLAY_CHUNK):
+                kept += _write_chunk(engine, chunk, None, result)
+        else:  # a batch is written whole, with its id, in one transaction
+            kept += _write_chunk(engine, rows, batch_id, result)
     return kept
 
 
-def _parse(line: str) -> tuple[str, dict[str, Any]] | None:
+def _parse(line: str) -> tuple[str, dict[str, Any], str | None] | None:
     try:
         row = json.loads(line)
     except ValueError:
@@ -140,10 +162,11 @@ def _parse(line: str) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(row, dict) or row.get("table") not in TABLES:
         return None
     table = TABLES[row.pop("table")]
+    batch_id = row.pop("batch", None)
     row = {k: v for k, v in row.items() if k in table.c and k != "id"}
     # Files from before event ids: an id from the content, so replaying them is idempotent too.
     row["event_id"] = row.get("event_id") or _content_id(row)
-    return table.name, row
+    return table.name, row, batch_id if isinstance(batch_id, str) else None
 
 
 def _content_id(row: dict[str, Any]) -> str:
@@ -152,56 +175,101 @@ def _content_id(row: dict[str, Any]) -> str:
 
 
 def _write_chunk(
-    engine: sa.Engine, chunk: list[tuple[str, dict[str, Any], str]], result: ReplayResult
+    engine: sa.Engine, chunk: list[Row], batch_id: str | None, result: ReplayResult
 ) -> list[str]:
-    """Insert the chunk's events not stored yet; the lines of those the store refuses."""
-    by_table: dict[str, list[tuple[dict[str, Any], str]]] = {}
-    for name, row, line in chunk:
-        by_table.setdefault(name, []).append((row, line))
-    refused: list[str] = []
-    for name, items in by_table.items():
-        table = TABLES[name]
-        stored = _stored_ids(engine, table, [row["event_id"] for row, _ in items])
-        fresh: dict[str, tuple[dict[str, Any], str]] = {}
-        for row, line in items:
-            if row["event_id"] in stored or row["event_id"] in fresh:
-                result.already_stored += 1
-            else:
-                fresh[row["event_id"]] = (row, line)
-        refused += _insert(engine, table, list(fresh.values()), result)
-    return refused
-
-
-def _stored_ids(engine: sa.Engine, table: sa.Table, ids: list[str]) -> set[str]:
-    query = sa.select(table.c.event_id).where(table.c.event_id.in_(ids))
-    with engine.connect() as conn:
-        return {row.event_id for row in conn.execute(query)}
-
-
-def _insert(
-    engine: sa.Engine,
-    table: sa.Table,
-    items: list[tuple[dict[str, Any], str]],
-    result: ReplayResult,
-) -> list[str]:
-    if not items:
-        return []
+    """Insert the chunk's events not stored yet, in one transaction; the lines of those the
+    store refuses (found by halving the chunk, each half on its own)."""
+    fresh: list[Row] = []
     try:
         with engine.begin() as conn:
-            conn.execute(table.insert(), [_typed(table, row) for row, _ in items])
-        result.written += len(items)
-        return []
-    except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError):
-        if len(items) == 1:  # refused (or stored meanwhile by a concurrent replay)
-            if _stored_ids(engine, table, [items[0][0]["event_id"]]):
-                result.already_stored += 1
-                return []
+            _one_replay_at_a_time(conn)
+            if batch_id is not None and _batch_stored(conn, batch_id):
+                stored = len(chunk)
+            else:
+                fresh, stored = _not_stored(conn, chunk)
+                if batch_id is not None:
+                    conn.execute(event_batches.insert(), {"batch_id": batch_id, "ts": time.time()})
+                _insert(conn, fresh)
+    except _REFUSED:
+        if batch_id is not None and _batch_stored_now(engine, batch_id):
+            result.already_stored += len(chunk)  # the writer's attempt committed meanwhile
+            return []
+        # Some row is refused, so no attempt of the writer at this batch can have committed:
+        # its events are written as any others.
+        if len(chunk) == 1:
             result.refused += 1
-            return [items[0][1]]
-        half = len(items) // 2
-        return _insert(engine, table, items[:half], result) + _insert(
-            engine, table, items[half:], result
+            return [chunk[0][2]]
+        half = len(chunk) // 2
+        return _write_chunk(engine, chunk[:half], None, result) + _write_chunk(
+            engine, chunk[half:], None, result
         )
+    result.written += len(fresh)
+    result.already_stored += stored
+    return []
+
+
+def _one_replay_at_a_time(conn: sa.Connection) -> None:
+    """Serialize replays: each one's look-up and insert must not interleave with another's."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REPLAY_LOCK})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, not at the first insert
+
+
+def _batch_stored(conn: sa.Connection, batch_id: str) -> bool:
+    query = sa.select(event_batches.c.batch_id).where(event_batches.c.batch_id == batch_id)
+    return conn.execute(query).first() is not None
+
+
+def _batch_stored_now(engine: sa.Engine, batch_id: str) -> bool:
+    with engine.connect() as conn:
+        return _batch_stored(conn, batch_id)
+
+
+def _not_stored(conn: sa.Connection, chunk: list[Row]) -> tuple[list[Row], int]:
+    """The chunk's rows not in the store yet (each event once), and how many were."""
+    stored: set[str] = set()
+    for name in {name for name, _, _ in chunk}:
+        stored |= _stored_ids(conn, TABLES[name], [row for n, row, _ in chunk if n == name])
+    fresh: dict[str, Row] = {}
+    for item in chunk:
+        event_id = item[1]["event_id"]
+        if event_id not in stored and event_id not in fresh:
+            fresh[event_id] = item
+    return list(fresh.values()), len(chunk) - len(fresh)
+
+
+def _stored_ids(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> set[str]:
+    """Which of these rows' event ids `table` holds.
+
+    Exposures have no index on event_id: each flag's rows are looked for between their
+    earliest and latest `ts`, which the (flag, ts) index finds (an event's flag and time are
+    fixed when it happens). A row without a flag or a time cannot be stored at all.
+    """
+    found: set[str] = set()
+    spans: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        if table is not exposures:
+            spans.setdefault(None, []).append(row)
+        elif row.get("flag") is not None and isinstance(row.get("ts"), int | float):
+            spans.setdefault(row["flag"], []).append(row)
+    for flag, members in spans.items():
+        for part in _chunks(members, REPLAY_CHUNK):
+            query = sa.select(table.c.event_id).where(
+                table.c.event_id.in_([row["event_id"] for row in part])
+            )
+            if table is exposures:
+                times = [row["ts"] for row in part]
+                span = table.c.ts.between(min(times), max(times))
+                query = query.where(table.c.flag == flag, span)
+            found.update(conn.execute(query).scalars())
+    return found
+
+
+def _insert(conn: sa.Connection, rows: list[Row]) -> None:
+    for name in {name for name, _, _ in rows}:
+        table = TABLES[name]
+        conn.execute(table.insert(), [_typed(table, row) for n, row, _ in rows if n == name])
 
 
 def _typed(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
