@@ -1,8 +1,8 @@
 """Section 3 of the selector benchmark: exposures written per second, and the floors below it.
 
-For each store, on fresh tables, with exposures shaped like the selector's (a random request id
-in the service's format, users drawn from 100,000, the context's region in `properties`, the
-model inputs as sent, a score and a latency):
+For each store, on fresh tables, with exposures shaped like the selector's (a request id as
+the selector makes one, time first: `serving.api.new_request_id`; users drawn from 100,000;
+the context's region in `properties`, the model inputs as sent, a score and a latency):
 
 - writer: from `record()` to committed rows through `EventWriter`, with the service's batch
   size. The events are built before the clock starts: a request builds its exposure anyway.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import sqlalchemy as sa
 
 from service.config import Settings
 from service.registry.population import population
+from service.serving.api import new_request_id
 from service.store import bulk
 from service.store.events import Exposure, create_engine, event_batches, exposures
 from service.store.writer import EventWriter
@@ -60,7 +60,7 @@ def bench_exposures(n: int, seed: int = 7) -> list[Exposure]:
         person = people[rng.randrange(len(people))]
         events.append(
             Exposure(
-                request_id=uuid.UUID(int=rng.getrandbits(128), version=4).hex,
+                request_id=new_request_id(),
                 flag="bench",
                 environment="development",
                 variant="control",

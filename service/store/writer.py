@@ -144,7 +144,7 @@ class EventWriter:
 
     def _put(self, item: Any) -> None:
         self._queue.append(item)
-        if not isinstance(item, Exposure | Outcome):
+        if not isinstance(item, _EVENT_TYPES):  # a flush or the stop: write without lingering
             self._hurry.set()
         if not self._wake.is_set():  # the writer re-checks the deque after clearing it
             self._wake.set()
