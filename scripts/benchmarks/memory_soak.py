@@ -16,7 +16,7 @@ request), then goes on in rounds of 10,000 requests until no worker's RSS moves 
 round (at most 200,000 requests): growth after it is what is not bounded.
 
 The event store is SQLite (the default) or, with `--postgres-url`, that PostgreSQL database.
-On SQLite each worker's page cache (at most 32 MiB per connection, `service.store.events`)
+On SQLite each worker's page cache (at most 8 MiB per connection, `service.store.events`)
 fills as the store file grows, which shows as growth until it is full.
 """
 

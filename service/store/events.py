@@ -228,9 +228,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # many times a second at 50,000 exposures/s, copying the same random index pages again and
     # again; every 10,000 pages copies each page once per 40 MB of log.
     cursor.execute("PRAGMA wal_autocheckpoint=10000")
-    # Random request and user ids touch index pages all over the file: with SQLite's default
-    # 2 MB page cache a third of the writer's time was re-reading evicted pages and spilling
-    # dirty ones mid-transaction (py-spy: pread64, pwrite64). 32 MB, allocated as pages are
-    # used: a selector worker's resident memory grows by up to that much as it logs, then stays.
-    cursor.execute("PRAGMA cache_size=-32768")
+    # Random user ids touch index pages all over the file: with SQLite's default 2 MB page
+    # cache the writer re-read evicted pages and spilled dirty ones mid-transaction (the store's
+    # floor in scripts/benchmarks/event_rates.py: 110,000 rows/s at 2 MB, 130,000-138,000 at 8
+    # or 32 MB alike, now that request ids are time-ordered). 8 MB, allocated as pages are used:
+    # a selector worker's resident memory grows by up to that much as it logs, then stays.
+    cursor.execute("PRAGMA cache_size=-8192")
     cursor.close()
