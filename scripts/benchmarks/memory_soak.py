@@ -12,8 +12,8 @@ with every request; a bounded cache stops growing once full.
 
 The warm-up first fills the bounded per-worker caches that grow with traffic (the outcome
 check's recent exposures, `RecentExposures`: two generations of `size` keys, two keys a
-request), then goes on in rounds of 10,000 requests until no worker's RSS moves by 0.5 MiB in a
-round (at most 200,000 requests): growth after it is what is not bounded.
+request), then goes on in rounds of 10,000 requests until no worker's RSS moves by 0.25 MiB in
+two rounds in a row (at most 200,000 requests): growth after it is what is not bounded.
 
 The event store is SQLite (the default) or, with `--postgres-url`, that PostgreSQL database.
 On SQLite each worker's page cache (at most 8 MiB per connection, `service.store.events`)
@@ -41,7 +41,8 @@ CHECKPOINTS = 4
 # request), plus a margin; times the number of workers, which share the requests.
 FILL_PER_WORKER = RecentExposures().size + 5_000
 SETTLE_ROUND = 10_000
-SETTLED_MIB = 0.5
+SETTLED_MIB = 0.25
+SETTLED_ROUNDS = 2  # in a row: one quiet round can be luck
 MAX_WARM_UP = 200_000
 
 
@@ -139,17 +140,18 @@ def soak(
 def settle(
     url: str, bodies: list[bytes], selector: ManagedProcess, first: int
 ) -> tuple[int, int, dict[int, float]]:
-    """Warm up until no worker's RSS moves by SETTLED_MIB over a round of SETTLE_ROUND
-    requests (allocator arenas, thread stacks, caches reaching their bounds), at most
+    """Warm up until no worker's RSS moves by SETTLED_MIB over SETTLED_ROUNDS rounds of
+    SETTLE_ROUND requests in a row (allocator arenas, thread stacks, caches reaching their
+    bounds), at most
     MAX_WARM_UP requests: (requests sent, errors, RSS per worker at the end)."""
     sent, errors = first, run_count(url, bodies, CONCURRENCY, first)
-    rss = worker_rss(selector)
-    while sent < MAX_WARM_UP:
+    rss, settled = worker_rss(selector), 0
+    while sent < MAX_WARM_UP and settled < SETTLED_ROUNDS:
         errors += run_count(url, bodies, CONCURRENCY, SETTLE_ROUND)
         sent += SETTLE_ROUND
         now = worker_rss(selector)
-        if all(abs(now.get(pid, 0.0) - before) < SETTLED_MIB for pid, before in rss.items()):
-            return sent, errors, now
+        still = all(abs(now.get(pid, 0.0) - was) < SETTLED_MIB for pid, was in rss.items())
+        settled = settled + 1 if still else 0
         rss = now
     return sent, errors, rss
 
