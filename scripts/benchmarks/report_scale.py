@@ -138,6 +138,23 @@ def _copy(conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any,
         copy.write(buffer.getvalue())
 
 
+def slowest_cells(notebook: Path, n: int = 5) -> dict[str, float]:
+    """The notebook's slowest cells (papermill's own timing): where the report's time went."""
+    cells = json.loads(notebook.read_text())["cells"]
+    timed = [
+        (cell["metadata"].get("papermill", {}).get("duration") or 0.0, cell)
+        for cell in cells
+        if cell["cell_type"] == "code"
+    ]
+    timed.sort(key=lambda pair: -pair[0])
+    return {_first_line(cell): round(seconds, 1) for seconds, cell in timed[:n]}
+
+
+def _first_line(cell: dict[str, Any]) -> str:
+    source = "".join(cell["source"]).strip().splitlines()
+    return source[0][:70] if source else "(empty cell)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exposures", type=int, default=1_000_000)
@@ -178,6 +195,7 @@ def main() -> None:
                     "recommendation": decision["recommendation"],
                     "arms": {a["variant"]: a["users"] for a in decision["arms"]},
                     "reasons": decision["reasons"],
+                    "slowest_cells_seconds": slowest_cells(result.notebook_path),
                 },
                 indent=2,
             )
