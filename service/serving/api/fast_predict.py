@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 PREFIX = "/v1/models/"
 SUFFIX = "/predict"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-_REASONS = {200: "OK"}
 
 
 class PredictFront:
@@ -53,7 +53,7 @@ class PredictFront:
         status, body, headers = self._answer(flag, environ)
         headers["Content-Type"] = "application/json"
         headers["Content-Length"] = str(len(body))
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", list(headers.items()))
+        start_response(f"{status} {HTTPStatus(status).phrase}", list(headers.items()))
         return [body]
 
     def _ordinary(self, environ: dict[str, Any]) -> str | None:
