@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from service.config import Settings
 from service.errors import RolloutError
 from service.serving.api import health, meta, outcomes, predictions
-from service.serving.api.errors import error_headers, error_json
+from service.serving.api.errors import INTERNAL_ERROR, error_headers, error_json
 from service.serving.api.fast_predict import PredictFront
 from service.serving.keys import Access, KeyRing
 from service.serving.outcome_check import OutcomeCheck
@@ -69,7 +69,7 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:
         log.exception("unhandled error")
-        return _error(500, "internal_error", "the selector failed; see its log")
+        return _error(500, *INTERNAL_ERROR)
 
 
 def _drain_body(limit: int) -> None:

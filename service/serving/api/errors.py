@@ -9,6 +9,9 @@ import orjson
 
 from service.errors import RolloutError, StoreUnavailable, Unauthorized
 
+# What an unexpected failure tells the caller: nothing of its internals (they go to the log).
+INTERNAL_ERROR = ("internal_error", "the selector failed; see its log")
+
 
 def error_json(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}}) + b"\n"

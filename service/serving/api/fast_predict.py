@@ -25,7 +25,7 @@ from flask import Flask
 from service.errors import RolloutError
 from service.flags.model import FLAG_NAME
 from service.serving.api import parse_json, request_id_from
-from service.serving.api.errors import error_headers, error_json
+from service.serving.api.errors import INTERNAL_ERROR, error_headers, error_json
 from service.serving.api.predictions import predict_reply
 from service.serving.keys import Access
 from service.serving.selector import Selector
@@ -47,17 +47,17 @@ class PredictFront:
         self.limit: int = app.config["MAX_CONTENT_LENGTH"]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        flag = self._ordinary(environ)
-        if flag is None:
+        ordinary = self._ordinary(environ)
+        if ordinary is None:
             return self.flask_wsgi(environ, start_response)
-        status, body, headers = self._answer(flag, environ)
+        status, body, headers = self._answer(*ordinary, environ)
         headers["Content-Type"] = "application/json"
         headers["Content-Length"] = str(len(body))
         start_response(f"{status} {HTTPStatus(status).phrase}", list(headers.items()))
         return [body]
 
-    def _ordinary(self, environ: dict[str, Any]) -> str | None:
-        """The flag of a predict this front answers; None to leave the request to Flask."""
+    def _ordinary(self, environ: dict[str, Any]) -> tuple[str, int] | None:
+        """The flag and body length of a predict this front answers; None to leave it to Flask."""
         path: str = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") != "POST" or not path.startswith(PREFIX):
             return None
@@ -72,16 +72,18 @@ class PredictFront:
             or environ.get("HTTP_TRANSFER_ENCODING")
         ):
             return None
-        return flag
+        return flag, int(length)
 
-    def _answer(self, flag: str, environ: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+    def _answer(
+        self, flag: str, length: int, environ: dict[str, Any]
+    ) -> tuple[int, bytes, dict[str, str]]:
         try:
             self.access.authorize("predict", environ.get("HTTP_AUTHORIZATION"))
-            body = parse_json(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+            body = parse_json(environ["wsgi.input"].read(length))
             given = environ.get("HTTP_X_REQUEST_ID", "")
             return 200, predict_reply(self.selector, flag, body, request_id_from(given)), {}
         except RolloutError as exc:
             return exc.status, error_json(exc.code, exc.message), error_headers(exc)
         except Exception:
             log.exception("unhandled error")
-            return 500, error_json("internal_error", "the selector failed; see its log"), {}
+            return 500, error_json(*INTERNAL_ERROR), {}
