@@ -16,10 +16,11 @@ and pre-exposure outcomes (CUPED's covariate) are looked up per user, through th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from service.analysis.queries import (
     _SEVERAL_ARMS,
@@ -38,6 +39,7 @@ from service.analysis.queries import (
     bucket_seconds_for,
     request_hits,
 )
+from service.analysis.segment_queries import SliceCell, dimension_value, slice_cell
 from service.analysis.stats import MomentStats
 from service.store.events import exposures, outcomes
 
@@ -54,6 +56,9 @@ class AbSummary:
     guardrail_moments: dict[str, dict[str, MomentStats]]
     bucket_seconds: int
     points: list[CumulativePoint]
+    # The drill-down's (dimension values, arm) cells, when `dimensions` were asked for: from
+    # the same per-user table, so the drill-down reads no exposure a second time.
+    slice_cells: list[SliceCell] = field(default_factory=list)
 
 
 def ab_summary(
@@ -64,8 +69,10 @@ def ab_summary(
     metric: str,
     window: Window | None = None,
     buckets: int = 20,
+    dimensions: Sequence[str] = (),
 ) -> AbSummary:
-    """The report's sample, primary moments, guardrails and cumulative series in one pass."""
+    """The report's sample, primary moments, guardrails, cumulative series and, for each
+    of `dimensions` (segment, region or a context field), the drill-down's cells, in one pass."""
     _check_arms(arms)
     window = window or Window()
     with engine.begin() as conn:  # one connection: the temporary table lives in it
@@ -73,7 +80,7 @@ def ab_summary(
             # Hash joins and in-memory aggregation over millions of rows (see queries._read).
             conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
             conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
-        users = _create_users_table(conn, flag, arms, metric, window)
+        users = _create_users_table(conn, flag, arms, metric, window, dimensions)
         per_user = _per_user_values(users, flag, metric).subquery("per_user")
         name = {i: arm for i, arm in enumerate(arms)} | {_SEVERAL: _SEVERAL_ARMS}
         by_arm = {name[row.arm]: row._mapping for row in conn.execute(_by_arm(per_user))}
@@ -83,6 +90,15 @@ def ab_summary(
             _Point(name[row.arm], row.bucket, row.users, row.conversions)
             for row in conn.execute(_series(per_user, bucket, conn.dialect.name))
         ]
+        labels = _labels(dimensions)
+        cells = (
+            [
+                slice_cell(row._mapping, labels, arms)
+                for row in conn.execute(_cells(per_user, labels))
+            ]
+            if dimensions
+            else []
+        )
         conn.exec_driver_sql(f"DROP TABLE {_USERS}")
     served = {arm: row for arm, row in by_arm.items() if arm != _SEVERAL_ARMS}
     return AbSummary(
@@ -94,13 +110,27 @@ def ab_summary(
         },
         bucket_seconds=bucket,
         points=_accumulate(series, bucket),
+        slice_cells=cells,
     )
 
 
+def _labels(dimensions: Sequence[str]) -> list[str]:
+    return [f"d{i}" for i in range(len(dimensions))]
+
+
 def _create_users_table(
-    conn: sa.Connection, flag: str, arms: Sequence[str], metric: str, window: Window
+    conn: sa.Connection,
+    flag: str,
+    arms: Sequence[str],
+    metric: str,
+    window: Window,
+    dimensions: Sequence[str],
 ) -> sa.TableClause:
-    """One row per exposed user, made by a single scan of the exposures (see the docstring)."""
+    """One row per exposed user, made by a single scan of the exposures (see the docstring).
+
+    Each dimension's value per user is the smallest their exposures carry (a user who moved
+    regions counts once), as `segment_queries.slice_cells` takes it.
+    """
     e = exposures.c
     hits = request_hits(metric)
     # The arm as its index in `arms` (-1: several): integers aggregate and group far faster
@@ -114,6 +144,10 @@ def _create_users_table(
             sa.case((first != last, sa.literal(_SEVERAL)), else_=first).label("arm"),
             sa.func.min(e.ts).label("first_ts"),
             sa.func.max(e.ts).label("last_ts"),
+            *(
+                sa.func.min(dimension_value(name)).label(label)
+                for name, label in zip(dimensions, _labels(dimensions), strict=True)
+            ),
             sa.func.count().label("requests"),
             sa.func.sum(sa.case((e.status >= 500, 1), else_=0)).label("errors"),
             sa.func.sum(sa.case((e.fallback, 1), else_=0)).label("fallbacks"),
@@ -125,16 +159,29 @@ def _create_users_table(
         .where(*conditions)
         .group_by(e.user_id)
     )
-    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params: Any = compiled.params
-    if compiled.positional:
-        params = tuple(params[name] for name in compiled.positiontup or ())
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_USERS}")
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {_USERS} AS {compiled}", params)
+    conn.execute(_CreateTemporaryTableAs(_USERS, query))
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {_USERS}")
     names = [c.name for c in query.selected_columns]
     return sa.table(_USERS, *(sa.column(name) for name in names))
+
+
+class _CreateTemporaryTableAs(sa.sql.expression.Executable, sa.sql.expression.ClauseElement):
+    """`CREATE TEMPORARY TABLE name AS <select>`, executed as a statement of SQLAlchemy's so
+    that the select's parameters go through their types' bind processors (SQLite's JSON paths).
+    """
+
+    inherit_cache = False
+
+    def __init__(self, name: str, select: sa.Select[Any]) -> None:
+        self.name = name
+        self.select = select
+
+
+@compiles(_CreateTemporaryTableAs)
+def _compile_create_as(element: _CreateTemporaryTableAs, compiler: Any, **kw: Any) -> str:
+    return f"CREATE TEMPORARY TABLE {element.name} AS {compiler.process(element.select, **kw)}"
 
 
 def _per_user_values(users: sa.TableClause, flag: str, metric: str) -> sa.Select[Any]:
@@ -207,6 +254,16 @@ def _series(per_user: sa.Subquery, bucket_seconds: int, dialect: str) -> sa.Sele
         .group_by(p.arm, bucket)
         .order_by(bucket, p.arm)
     )
+
+
+def _cells(per_user: sa.Subquery, labels: Sequence[str]) -> sa.Select[Any]:
+    """Users, conversions and guardrail sums per (dimension values, arm), as `slice_cells`."""
+    p = per_user.c
+    keys = [p[label] for label in labels]
+    columns: list[Any] = [sa.func.count().label("n"), sa.func.sum(p.y).label("k")]
+    for name, (num, den) in GUARDRAIL_COLUMNS.items():
+        columns += _moment_columns(p[num], p[den], prefix=f"{name}_")
+    return sa.select(*keys, p.arm, *columns).where(p.arm != _SEVERAL).group_by(*keys, p.arm)
 
 
 def _sample(

@@ -8,7 +8,7 @@ into the decision document (`analysis.decision`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from service.analysis.queries import (
     known_metrics,
     metric_moments,
 )
+from service.analysis.segment_queries import SliceCell, dimensions_of
 from service.analysis.stats import (
     ADJUSTMENT_NAMES,
     SRM_THRESHOLD,
@@ -165,6 +166,8 @@ class AbAnalysis:
     window: Window
     bucket_seconds: int
     cumulative: list[CumulativePoint]
+    dimensions: tuple[str, ...] = ()
+    slice_cells: list[SliceCell] = field(default_factory=list)  # the drill-down's, per arm
 
 
 def analyse_ab(
@@ -195,8 +198,12 @@ def analyse_ab(
         weights = None
     flag, metric = params["flag"], params["metric"]
     query = {"flag": flag, "arms": arms, "window": window}
-    # One pass over the exposures for the sample, primary moments, guardrails and the series.
-    summary = ab_summary(engine, metric=metric, buckets=params["buckets"] or 20, **query)
+    # One pass over the exposures for the sample, primary moments, guardrails, the series and
+    # the drill-down's cells.
+    dimensions = dimensions_of(params.get("dimensions"))
+    summary = ab_summary(
+        engine, metric=metric, buckets=params["buckets"] or 20, dimensions=dimensions, **query
+    )
     sample = summary.sample
     known = known_metrics(engine)
     goals = [g.strip() for g in (params["goal_metrics"] or "").split(",") if g.strip()]
@@ -236,7 +243,15 @@ def analyse_ab(
     decision = hold_for_missing(
         decision, data_problems(sample, known_metrics=known, other_problems=problems)
     )
-    return AbAnalysis(decision, sample, window, summary.bucket_seconds, summary.points)
+    return AbAnalysis(
+        decision,
+        sample,
+        window,
+        summary.bucket_seconds,
+        summary.points,
+        dimensions,
+        summary.slice_cells,
+    )
 
 
 def _policy(params: dict[str, Any], problems: list[str]) -> DecisionPolicy:

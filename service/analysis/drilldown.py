@@ -12,9 +12,16 @@ from dataclasses import dataclass, field, replace
 import sqlalchemy as sa
 
 from service.analysis.ab_evidence import GuardrailSpec, _guardrail
-from service.analysis.preflight import DIMENSION_COLUMNS, split_names
 from service.analysis.queries import Window
-from service.analysis.segment_queries import NO_VALUE, ByArm, add_moments, marginal, slice_cells
+from service.analysis.segment_queries import (
+    NO_VALUE,
+    ByArm,
+    SliceCell,
+    add_moments,
+    dimensions_of,
+    marginal,
+    slice_cells,
+)
 from service.analysis.stats import (
     MomentStats,
     ProportionStats,
@@ -65,12 +72,6 @@ class DrillDown:
         )
 
 
-def dimensions_of(extra: str | None) -> tuple[str, ...]:
-    """segment, region, then each `--dimensions` field (duplicates dropped)."""
-    names = [*DIMENSION_COLUMNS, *split_names(extra)]
-    return tuple(dict.fromkeys(names))
-
-
 def drill_down(
     engine: sa.Engine,
     *,
@@ -86,6 +87,24 @@ def drill_down(
     cells = slice_cells(
         engine, flag=flag, arms=arms, metric=metric, dimensions=dimensions, window=window
     )
+    return drill_down_cells(
+        cells, arms=arms, dimensions=dimensions, alpha=alpha, guardrails=guardrails
+    )
+
+
+def drill_down_cells(
+    cells: Sequence[SliceCell],
+    *,
+    arms: tuple[str, str],
+    dimensions: Sequence[str],
+    alpha: float,
+    guardrails: Sequence[GuardrailSpec] = (),
+) -> DrillDown:
+    """The drill-down from cells already read: the report's (`ab_summary(dimensions=...)`),
+    which come from its one pass over the exposures, so the drill-down reads none again.
+
+    Cells of other arms (A/B/n) are left out; users exposed to several arms are in no cell.
+    """
     slices = []
     for index, dimension in enumerate(dimensions):
         by_value = _pooled(marginal(cells, index, arms), arms)
@@ -161,4 +180,11 @@ def _with_adjusted(s: SliceResult, p: float) -> SliceResult:
     return replace(s, adjusted_p=p)
 
 
-__all__ = ["NO_VALUE", "DrillDown", "SliceResult", "dimensions_of", "drill_down"]
+__all__ = [
+    "NO_VALUE",
+    "DrillDown",
+    "SliceResult",
+    "dimensions_of",
+    "drill_down",
+    "drill_down_cells",
+]

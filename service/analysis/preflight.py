@@ -24,12 +24,11 @@ from service.analysis.ab_evidence import DecisionPolicy
 from service.analysis.ab_group_sequential import LookPlan
 from service.analysis.ab_test import parse_split
 from service.analysis.queries import Window, known_metrics
+from service.analysis.segment_queries import DIMENSION_COLUMNS, split_names
 from service.errors import ReportRefused
 from service.store.events import exposures
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # flag names, and safe paths
-# Dimensions a drill-down may name: the exposure's own columns, or a key of its `properties`.
-DIMENSION_COLUMNS = ("segment", "region")
 _DIMENSION = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _LISTED = 20  # names listed in a refusal at most
 
@@ -169,11 +168,6 @@ def _check_options(params: dict[str, Any], arms: list[Any]) -> None:
         plan = LookPlan(looks, params.get("look"), params.get("planned_users"))
         if plan.problems():
             raise ReportRefused(plan.problems()[0])
-
-
-def split_names(text: Any) -> list[str]:
-    """`"a, b,,c"` -> `["a", "b", "c"]` (comma-separated option values)."""
-    return [part.strip() for part in str(text or "").split(",") if part.strip()]
 
 
 def _checked_flag(flag: Any) -> str:

@@ -15,7 +15,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.analysis.preflight import DIMENSION_COLUMNS
 from service.analysis.queries import (
     GUARDRAIL_COLUMNS,
     Window,
@@ -32,8 +31,21 @@ from service.store.events import exposures, outcomes
 
 _SEVERAL = -1  # the arm index of users exposed to more than one arm
 
+# Dimensions a drill-down may name: the exposure's own columns, or a key of its `properties`.
+DIMENSION_COLUMNS = ("segment", "region")
 NO_VALUE = "(none)"
 ByArm = dict[str, tuple[ProportionStats, dict[str, MomentStats]]]  # arm -> users, guardrail sums
+
+
+def split_names(text: Any) -> list[str]:
+    """`"a, b,,c"` -> `["a", "b", "c"]` (comma-separated option values)."""
+    return [part.strip() for part in str(text or "").split(",") if part.strip()]
+
+
+def dimensions_of(extra: str | None) -> tuple[str, ...]:
+    """segment, region, then each `--dimensions` field (duplicates dropped)."""
+    names = [*DIMENSION_COLUMNS, *split_names(extra)]
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ def slice_cells(
         .where(users.c.arm != _SEVERAL)
         .group_by(*keys, users.c.arm)
     )
-    return [_cell(row._mapping, labels, arms) for row in _read(engine, query)]
+    return [slice_cell(row._mapping, labels, arms) for row in _read(engine, query)]
 
 
 def _users(
@@ -145,11 +157,7 @@ def marginal(cells: Sequence[SliceCell], dimension: int, arms: Sequence[str]) ->
 
 def _exposed(flag: str, arms: Sequence[str], window: Window, dimensions: Sequence[str]) -> sa.CTE:
     """The exposures `queries._exposed` reads, with each dimension's value as d0, d1, ..."""
-    e = exposures.c
-    values = [
-        (e[name] if name in DIMENSION_COLUMNS else e.properties[name].as_string()).label(f"d{i}")
-        for i, name in enumerate(dimensions)
-    ]
+    values = [dimension_value(name).label(f"d{i}") for i, name in enumerate(dimensions)]
     return (
         sa.select(*exposure_columns(), *values)
         .where(*arm_exposure_conditions(flag, arms, window))
@@ -157,7 +165,14 @@ def _exposed(flag: str, arms: Sequence[str], window: Window, dimensions: Sequenc
     )
 
 
-def _cell(row: Any, labels: Sequence[str], arms: Sequence[str]) -> SliceCell:
+def dimension_value(name: str) -> Any:
+    """An exposure's value of dimension `name`: a column (segment, region) or a context field."""
+    e = exposures.c
+    return e[name] if name in DIMENSION_COLUMNS else e.properties[name].as_string()
+
+
+def slice_cell(row: Any, labels: Sequence[str], arms: Sequence[str]) -> SliceCell:
+    """A row of (labels..., arm index, n, k, guardrail sums) as a SliceCell."""
     arm = arms[int(row["arm"])]
     return SliceCell(
         values=tuple(NO_VALUE if row[label] is None else str(row[label]) for label in labels),

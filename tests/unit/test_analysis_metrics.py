@@ -25,6 +25,7 @@ from service.analysis.queries import (
     known_metrics,
     metric_moments,
 )
+from service.analysis.segment_queries import slice_cells
 from service.analysis.stats import MomentStats
 from service.store.events import create_engine, exposures, outcomes
 
@@ -55,6 +56,8 @@ def exposure_row(user, variant, *, ts=T0, status=200, latency=10.0, fallback=Fal
         "latency_ms": latency,
         "shadow": shadow,
         "fallback": fallback,
+        "region": None,
+        "properties": {},
     }
 
 
@@ -144,6 +147,9 @@ def check_summary_matches_the_queries(engine):
                 fallback=rng.random() < 0.1,
                 shadow=k == 3,
             )
+            # Dimensions: a region column (some users move, some have none) and a context field.
+            row["region"] = rng.choice(["eu", "us", None]) if n % 5 else None
+            row["properties"] = {"plan": rng.choice(["free", "pro"])} if n % 3 else {}
             exposure_rows.append(row)
             if rng.random() < 0.3:
                 value = rng.choice([0.0, 1.0, 2.0])
@@ -162,8 +168,16 @@ def check_summary_matches_the_queries(engine):
     windows = [None, Window.parse("2026-11-02T00:20:00", "2026-11-02T01:40:00")]
     for window in windows:
         query = {"flag": FLAG, "arms": ARMS, "window": window, "metric": "revenue"}
-        summary = ab_summary(engine, **query)
+        summary = ab_summary(engine, dimensions=DIMENSIONS, **query)
         sample = ab_sample(engine, **query)
+        # The drill-down's cells from the same pass, as its own query reads them.
+        cells = slice_cells(engine, dimensions=DIMENSIONS, **query)
+        assert {c.values for c in cells} >= {("(none)", "(none)"), ("eu", "pro")}
+        expected = _cells_by_key(cells)
+        assert _cells_by_key(summary.slice_cells).keys() == expected.keys()
+        for key, values in _cells_by_key(summary.slice_cells).items():
+            assert values == pytest.approx(expected[key], rel=1e-12), key
+        assert ab_summary(engine, **query).slice_cells == []  # none unless asked for
         assert summary.sample == sample
         assert summary.primary_moments == metric_moments(engine, binary=True, **query)
         del query["metric"]
@@ -178,6 +192,18 @@ def check_summary_matches_the_queries(engine):
         # Within a bucket the separate query leaves the arms' order open.
         assert summary.points == sorted(points, key=lambda p: (p.bucket_start, p.arm))
         assert summary.sample.users_in_several_arms > 0 and summary.points
+
+
+DIMENSIONS = ("region", "plan")
+
+
+def _cells_by_key(cells):
+    """(values, arm) -> users, conversions, then every guardrail's sums, as one flat list."""
+    return {
+        (c.values, c.arm): [c.users, c.conversions]
+        + [x for m in c.guardrails.values() for x in astuple(m)[1:]]
+        for c in cells
+    }
 
 
 def test_ab_summary_matches_the_separate_queries(engine):
