@@ -80,6 +80,9 @@ def ab_summary(
             # Hash joins and in-memory aggregation over millions of rows (see queries._read).
             conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
             conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+            # The leader merges and finalises millions of per-user partial groups; scanning as
+            # well, it starves the workers' output (10 M exposures on 2 cores: 16 s, not 21 s).
+            conn.exec_driver_sql("SET LOCAL parallel_leader_participation = off")
         users = _create_users_table(conn, flag, arms, metric, window, dimensions)
         per_user = _per_user_values(users, flag, metric).subquery("per_user")
         name = {i: arm for i, arm in enumerate(arms)} | {_SEVERAL: _SEVERAL_ARMS}
@@ -138,9 +141,10 @@ def _create_users_table(
     index = sa.case({arm: i for i, arm in enumerate(arms)}, value=e.variant)
     first, last = sa.func.min(index), sa.func.max(index)
     conditions = arm_exposure_conditions(flag, arms, window)
+    user, key = _user_key(conn.dialect.name)
     query = (
         sa.select(
-            e.user_id,
+            user,
             sa.case((first != last, sa.literal(_SEVERAL)), else_=first).label("arm"),
             sa.func.min(e.ts).label("first_ts"),
             sa.func.max(e.ts).label("last_ts"),
@@ -157,14 +161,33 @@ def _create_users_table(
         )
         .select_from(exposures.outerjoin(hits, hits.c.request_id == e.request_id))
         .where(*conditions)
-        .group_by(e.user_id)
+        .group_by(key)
     )
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_USERS}")
-    conn.execute(_CreateTemporaryTableAs(_USERS, query))
+    return _temporary_table(conn, _USERS, query)
+
+
+def _temporary_table(conn: sa.Connection, name: str, query: sa.Select[Any]) -> sa.TableClause:
+    """`query`'s rows as temporary table `name` (replacing one left by a failed run)."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    conn.execute(_CreateTemporaryTableAs(name, query))
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"ANALYZE {_USERS}")
-    names = [c.name for c in query.selected_columns]
-    return sa.table(_USERS, *(sa.column(name) for name in names))
+        conn.exec_driver_sql(f"ANALYZE {name}")
+    return sa.table(name, *(sa.column(c.name) for c in query.selected_columns))
+
+
+def _user_key(dialect: str) -> tuple[Any, Any]:
+    """(the user id column to select, the key to group by).
+
+    PostgreSQL groups millions of users by sorting; under a linguistic collation (C.UTF-8,
+    en_US) every comparison goes through strcoll and no abbreviated keys, about 40% of the
+    statement (measured at 10 M exposures). Grouping by the bytes ("C") gives the same groups,
+    since equality under a deterministic collation is byte equality; the column selected goes
+    back to the default collation, so later joins to other tables' user ids still compare.
+    """
+    if dialect != "postgresql":
+        return exposures.c.user_id, exposures.c.user_id
+    key = sa.collate(exposures.c.user_id, "C")
+    return sa.collate(key, "default").label("user_id"), key
 
 
 class _CreateTemporaryTableAs(sa.sql.expression.Executable, sa.sql.expression.ClauseElement):
