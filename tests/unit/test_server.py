@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,49 @@ def _dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+# A process that caps its arenas, then has 8 threads allocate at once; glibc's malloc_stats()
+# prints one "Arena N:" block per arena to stderr.
+_ARENAS_PROBE = """
+import ctypes, sys, threading
+from service.serving import prefork
+applied = prefork.limit_malloc_arenas(int(sys.argv[1])) if sys.argv[1] != "-" else None
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+start = threading.Barrier(8)
+def churn():
+    start.wait()
+    for _ in range(20000):
+        libc.free(libc.malloc(256))
+threads = [threading.Thread(target=churn) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(applied, flush=True)
+libc.malloc_stats()
+"""
+
+
+def _arenas_with(cap: str, env: dict[str, str] | None = None) -> tuple[str, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", _ARENAS_PROBE, cap],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+    return result.stdout.strip(), result.stderr.count("Arena ")
+
+
+def test_a_worker_caps_its_malloc_arenas():
+    """Threads contending for malloc get arenas of their own unless capped (fragmentation)."""
+    applied, arenas = _arenas_with("2")
+    assert applied == "True" and arenas <= 2
+    _, uncapped = _arenas_with("-")
+    assert uncapped > 2  # the probe does make glibc create more arenas when not capped
+
+
+def test_malloc_arena_max_from_the_environment_wins():
+    applied, arenas = _arenas_with("2", {"MALLOC_ARENA_MAX": "1"})
+    assert applied == "False" and arenas == 1
