@@ -16,11 +16,14 @@ the context's region in `properties`, the model inputs as sent, a score and a la
 
 "Fresh tables" means emptied with TRUNCATE on PostgreSQL: DELETE left every earlier way's rows
 dead in the heap and the indexes, and autovacuum cleaning them up during the next measurement.
+
+Each rate is the median of three rounds, the ways taking turns within a round.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from service.store.events import Exposure, create_engine, event_batches, exposur
 from service.store.writer import EventWriter
 
 TARGET = 100_000
+ROUNDS = 3
 EXPOSURES = 200_000
 USERS = 100_000
 
@@ -78,12 +82,17 @@ def bench_exposures(n: int, seed: int = 7) -> list[Exposure]:
     return events
 
 
-def measure(database_url: str, n: int = EXPOSURES) -> EventRates:
-    """All five rates on `database_url`, each on an emptied table."""
+def measure(database_url: str, n: int = EXPOSURES, rounds: int = ROUNDS) -> EventRates:
+    """All five rates on `database_url`, each on an emptied table: the median of `rounds`.
+
+    The ways take turns within each round, so a slow spell of the machine (seen here: the same
+    way 30% apart from one run to the next) falls on all of them, not on one.
+    """
     engine = create_engine(database_url)
     batch = Settings.load().event_batch_size
     try:
-        rates = [n / _seconds(engine, n, batch, way) for way in _WAYS]
+        timings = [[_seconds(engine, n, batch, way) for way in _WAYS] for _ in range(rounds)]
+        rates = [n / statistics.median(way) for way in zip(*timings, strict=True)]
     finally:
         _empty(engine)
         _restore_indexes(engine)

@@ -21,10 +21,10 @@ out of the column's range) is a DataError too, as PostgreSQL itself says of such
 from __future__ import annotations
 
 import json
+import keyword
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
-from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -44,7 +44,7 @@ def to_json(value: Any) -> str:
 
 
 def _columns(table: sa.Table, event_type: type) -> tuple[str, ...]:
-    """The event's columns, those stored as JSON last (a row is then one tuple concatenation)."""
+    """The event's columns in the table's order, those stored as JSON last."""
     names = {f.name for f in fields(event_type)}
     present = [c for c in table.columns if c.name in names]
     plain = [c.name for c in present if not isinstance(c.type, sa.JSON)]
@@ -61,21 +61,21 @@ def _json_cell(value: Any) -> str:
 
 
 def _row_maker(columns: tuple[str, ...], json_columns: set[str]) -> Callable[[Any], tuple]:
-    """A function from an event to its row: attrgetter (in C), then JSON columns encoded.
+    """A function from an event to its row: one tuple display of the event's attributes.
 
-    `columns` ends with the JSON ones (see `_columns`). A third of the writer thread's time went
-    into making rows when each was a list patched in place and copied to a tuple.
+    Generated from the column names (as dataclasses and namedtuple generate their methods):
+    the interpreter specialises each `e.name` on a slots class, where `operator.attrgetter`
+    looks every attribute up from C through its descriptor. 1.0 us a row instead of 2.2-3.1
+    (20 columns, two of them JSON); making rows was a quarter of the SQLite writer's time.
+    The names are the table's own columns, never input.
     """
-    plain = attrgetter(*(c for c in columns if c not in json_columns))
-    encoded = [c for c in columns if c in json_columns]
-    if not encoded:
-        return plain
-    assert list(columns[-len(encoded) :]) == encoded, "JSON columns come last"
-    json_values = attrgetter(*encoded) if len(encoded) > 1 else lambda e: (getattr(e, encoded[0]),)
-
-    def row(event: Any) -> tuple:
-        return plain(event) + tuple(map(_json_cell, json_values(event)))
-
+    for name in columns:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"column {name!r} is not an identifier")
+    cells = ", ".join(f"_json(e.{c})" if c in json_columns else f"e.{c}" for c in columns)
+    namespace: dict[str, Any] = {"_json": _json_cell}
+    exec(f"def row(e):\n    return ({cells},)", namespace)
+    row: Callable[[Any], tuple] = namespace["row"]
     return row
 
 

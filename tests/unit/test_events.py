@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import fields
 
 import sqlalchemy as sa
 
@@ -145,3 +146,27 @@ def test_workers_creating_a_fresh_store_at_once_all_succeed(tmp_path) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_every_field_of_an_event_lands_in_its_column(tmp_path) -> None:
+    """The writer's rows are generated from the column names: each value in its own column."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    writer = EventWriter(engine, batch_size=10)
+    event = Exposure(
+        request_id="req-1", flag="churn", environment="production", variant="treatment",
+        bento="churn:v2", reason="strategy_variant", status=503, user_id="u1",
+        session_id="s1", region="eu", segment="smb", properties={"plan": "pro"},
+        latency_ms=12.5, prediction=0.75, inputs=[{"tenure": 3}], shadow=True,
+        fallback=True, error="bento timed out",
+    )  # fmt: skip
+    outcome = Outcome(metric="retained", value=2.0, request_id="req-1", user_id="u1", flag="f")
+    writer.record(event)
+    writer.record(outcome)
+    writer.close()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(exposures)).one()._mapping
+        kept = conn.execute(sa.select(outcomes)).one()._mapping
+    for name in (f.name for f in fields(Exposure)):
+        assert stored[name] == getattr(event, name), name
+    for name in (f.name for f in fields(Outcome)):
+        assert kept[name] == getattr(outcome, name), name
