@@ -35,6 +35,10 @@ class Performance:
     # The ECE of a few hundred rows is inflated and noisy (each bin's observed rate wanders by
     # sqrt(p(1-p)/n_b)), so a comparison needs its standard error (bootstrap).
     calibration_error_se: float = 0.0
+    # The error and its standard error are over the rows scored below this (None: all rows),
+    # `calibration_rows` of them; the curve shows every row.
+    calibrated_below: float | None = None
+    calibration_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,15 +55,27 @@ class ShadowAgreement:
 # --- pure metrics -----------------------------------------------------------------------------
 
 
-def performance(scores: np.ndarray, labels: np.ndarray) -> Performance | None:
-    """Accuracy at 0.5, AUC with its Hanley-McNeil standard error, Brier score, calibration."""
+def performance(
+    scores: np.ndarray, labels: np.ndarray, calibrate_below: float | None = None
+) -> Performance | None:
+    """Accuracy at 0.5, AUC with its Hanley-McNeil standard error, Brier score, calibration.
+
+    `calibrate_below`: the calibration error is taken over the rows scored below it only.
+    A score at or above the product's action threshold (the churn offer) got the action, and
+    the action changes the very outcome the score predicts (the offer halves churn): those
+    rows measure the score and the action together, not the score. The better a version
+    finds the users at risk, the more of its high scores get the offer and the further their
+    outcomes fall below its scores, so a sharper model would look less calibrated.
+    """
     scores, labels = np.asarray(scores, float), np.asarray(labels, int)
     if scores.size == 0:
         return None
     auc = roc_auc(scores, labels)
     positives = int(labels.sum())
     curve = calibration_curve(scores, labels)
-    ece = expected_calibration_error(scores, labels)
+    untouched = scores < calibrate_below if calibrate_below is not None else slice(None)
+    calibrated, outcomes = scores[untouched], labels[untouched]
+    ece = expected_calibration_error(calibrated, outcomes) if calibrated.size else 0.0
     return Performance(
         rows=int(scores.size),
         churn_rate=float(labels.mean()),
@@ -71,7 +87,9 @@ def performance(scores: np.ndarray, labels: np.ndarray) -> Performance | None:
         brier=float(np.mean((scores - labels) ** 2)),
         calibration_error=float(ece),
         calibration=curve,
-        calibration_error_se=calibration_error_se(scores, labels),
+        calibration_error_se=calibration_error_se(calibrated, outcomes),
+        calibrated_below=calibrate_below,
+        calibration_rows=int(calibrated.size),
     )
 
 

@@ -150,6 +150,14 @@ VALIDATION_PARAMETERS: tuple[Parameter, ...] = (
     _WINDOW_START,
     _WINDOW_END,
     Parameter("max_rows", int, 200_000, "Most recent live rows read.", minimum=1),
+    Parameter(
+        "action_threshold",
+        float,
+        0.5,
+        "Scores at or above it got the product's action (the churn offer), which changes "
+        "their outcome: calibration is judged on requests scored below it (2: on every request).",
+        minimum=0.0,
+    ),
     _EVENT_STORE,
     Parameter("data_dir", str, None, "The caller's data folder (set by rollout).", option=False),
     _CONTEXT,

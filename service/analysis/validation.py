@@ -132,13 +132,14 @@ def _calibration(ev: ValidationEvidence, policy: ValidationPolicy) -> list[Findi
     the ECE of a few hundred rows is inflated by chance, so a point estimate over a threshold
     is not evidence."""
     live = ev.live
-    if not live or live.rows < policy.min_labelled:
+    if not live or live.calibration_rows < policy.min_labelled:
         return []
     z = NormalDist().inv_cdf(1 - policy.alpha)
     prev = ev.previous_live
     if card_is_informational(ev, policy) and prev is not None:
-        # Offers move the labels away from the scores for every version alike: judge the
-        # calibration against the previous version's in the same window.
+        # Both versions' errors are over requests no offer touched (scored below the action
+        # threshold); the rest of the live labels still differ from the card's training
+        # labels, so the previous version in the same window is the comparison.
         worse = live.calibration_error - prev.calibration_error
         noise = math.hypot(live.calibration_error_se, prev.calibration_error_se)
         if worse <= policy.calibration_margin or worse - z * noise <= 0:
@@ -160,6 +161,12 @@ def _calibration(ev: ValidationEvidence, policy: ValidationPolicy) -> list[Findi
             f"(standard error {live.calibration_error_se:.3f}) > {policy.max_calibration_error}",
         )
     ]
+
+
+def _calibrated_where(threshold: float | None) -> str:
+    if threshold is None:
+        return ""
+    return f", on requests scored below {threshold:g} (no offer changed their outcome)"
 
 
 def drift_counts(d: DriftResult, policy: ValidationPolicy) -> bool:
@@ -366,7 +373,8 @@ def _performance_checks(ev: ValidationEvidence, policy: ValidationPolicy) -> lis
         ),
         _check(
             "calibration_error",
-            f"expected calibration error, {CALIBRATION_BINS} bins",
+            f"expected calibration error, {CALIBRATION_BINS} bins"
+            + _calibrated_where(live.calibrated_below),
             live.calibration_error,
             not _calibration(ev, policy),  # the same rule that may call it miscalibrated
             {
@@ -375,6 +383,8 @@ def _performance_checks(ev: ValidationEvidence, policy: ValidationPolicy) -> lis
                 "offline_brier": offline.get("brier"),
                 "previous": prev.calibration_error if prev else None,
                 "previous_standard_error": prev.calibration_error_se if prev else None,
+                "scored_below": live.calibrated_below,
+                "rows": live.calibration_rows,
             },
         ),
     ]

@@ -55,6 +55,11 @@ class ValidationPolicy:
     # scored in the same window on the same kind of labels, is the comparison that decides.
     labels_affected_by_treatment: bool = True
     calibration_margin: float = 0.02  # worse than the previous version by more: investigate
+    # Scores at or above this got the product's action (the churn family's retention offer,
+    # `serving.offer_threshold` in bentos/churn/versions.yaml), which changes their outcome:
+    # calibration is judged on the requests scored below it (model_quality.performance).
+    # None: on every request, for a model whose score triggers nothing.
+    action_threshold: float | None = 0.5
     # PSI of a small sample is large by chance (about (bins - 1) / n): below this many live
     # values, drift is reported but triggers nothing.
     min_drift_sample: int = 1_000
@@ -130,8 +135,10 @@ def gather(
     window: Window,
     card: OfflineReference,
     max_rows: int = DEFAULT_MAX_ROWS,
+    action_threshold: float | None = ValidationPolicy.action_threshold,
 ) -> ValidationEvidence:
-    """Read the store and compute every metric the validation rule needs."""
+    """Read the store and compute every metric the validation rule needs (calibration on the
+    requests scored below `action_threshold`, see ValidationPolicy)."""
     query: dict[str, Any] = {"flag": flag, "window": window, "max_rows": max_rows}
     rows = live_rows(engine, bento=bento, **query)
     labelled = rows[rows["label"].notna()]
@@ -150,10 +157,10 @@ def gather(
     return ValidationEvidence(
         bento=bento,
         previous=previous,
-        live=_performance_of(labelled),
-        previous_live=_performance_of(previous_labelled),
+        live=_performance_of(labelled, action_threshold),
+        previous_live=_performance_of(previous_labelled, action_threshold),
         offline=card.offline,
-        by_group={g: _by(labelled, g) for g in ("segment", "region")},
+        by_group={g: _by(labelled, g, action_threshold) for g in ("segment", "region")},
         serving=serving_stats(engine, bento=bento, **query),
         drift=feature_drift(card.reference, live) if len(live) and len(card.reference) else [],
         shadows=[
@@ -164,16 +171,17 @@ def gather(
     )
 
 
-def _performance_of(rows: pd.DataFrame) -> Performance | None:
+def _performance_of(rows: pd.DataFrame, action_threshold: float | None) -> Performance | None:
     if rows.empty:
         return None
-    return performance(rows["prediction"].to_numpy(float), rows["label"].to_numpy(int))
+    scores, labels = rows["prediction"].to_numpy(float), rows["label"].to_numpy(int)
+    return performance(scores, labels, calibrate_below=action_threshold)
 
 
-def _by(rows: pd.DataFrame, group: str) -> dict[str, Performance]:
+def _by(rows: pd.DataFrame, group: str, action_threshold: float | None) -> dict[str, Performance]:
     found = {}
     for value, part in rows.groupby(group):
-        result = _performance_of(part)
+        result = _performance_of(part, action_threshold)
         if result is not None:
             found[str(value)] = result
     return found

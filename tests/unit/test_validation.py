@@ -65,7 +65,7 @@ def test_calibration_curve_and_error():
 
 
 def perf(auc=0.8, rows=5_000, ece=0.01, ece_se=0.004):
-    return Performance(rows, 0.2, 0.85, auc, 0.007, 0.12, ece, [], ece_se)
+    return Performance(rows, 0.2, 0.85, auc, 0.007, 0.12, ece, [], ece_se, None, rows)
 
 
 def calibrated_sample(rows: int, seed: int, scale: float = 1.0) -> Performance:
@@ -353,6 +353,53 @@ def test_offers_lower_live_auc_for_every_version_alike():
     )
     found, reasons = recommend(ev, ValidationPolicy())
     assert found == "keep", reasons
+
+
+def test_calibration_is_judged_below_the_action_threshold_only():
+    """Scores at or above the offer threshold got the offer: their churn is halved."""
+    scores = np.array([0.1, 0.1, 0.3, 0.3, 0.8, 0.8, 0.8, 0.8, 0.8])
+    labels = np.array([0, 0, 1, 0, 1, 0, 0, 0, 0])
+    everything = performance(scores, labels)
+    below = performance(scores, labels, calibrate_below=0.5)
+    assert everything.calibration_error > 0.3  # 0.8 predicted, 0.2 observed: the offer's effect
+    # Below 0.5: (2 * 0.1 + 2 * 0.2) / 4 = 0.15 over the four requests no offer touched.
+    assert below.calibration_error == pytest.approx(0.15)
+    assert (below.calibration_rows, below.calibrated_below) == (4, 0.5)
+    assert below.calibration == everything.calibration  # the curve still shows every request
+    assert below.auc == everything.auc and below.rows == 9
+
+
+def _offered_labels(truth: np.ndarray, score: np.ndarray, seed: int) -> np.ndarray:
+    """Churn drawn after the offer (at a score of 0.5 or more) halved it, as in the demo."""
+    rng = np.random.default_rng(seed)
+    return (rng.random(truth.size) < churn_given_offer(truth, score >= 0.5)).astype(int)
+
+
+def test_a_sharper_calibrated_version_is_not_called_miscalibrated_for_its_offers():
+    """The demo at 20,000 users: churn:v2 finds the users at risk better, so more of its high
+    scores get the offer and their churn falls below its scores; judged over every request its
+    calibration error was 0.049 against v1's 0.015 ("investigate"). Both versions here are
+    calibrated on offer-free outcomes (v2 scores the truth; v1 scores the mean truth of a
+    coarse, noisy bin, calibrated by construction and too blunt to reach the offer), so
+    neither is miscalibrated."""
+    frame = population_frame(20_000, seed=5)
+    truth = churn_probabilities(frame)
+    rng = np.random.default_rng(5)
+    coarse = np.floor(np.clip(truth + rng.normal(0, 0.5, truth.size), 0, 0.999) * 5)
+    blunt = pd.Series(truth).groupby(coarse).transform("mean").to_numpy()
+    scores = {"v2": truth, "v1": blunt}
+    labels = {v: _offered_labels(truth, s, seed=i) for i, (v, s) in enumerate(scores.items())}
+    overall = {v: performance(s, labels[v]) for v, s in scores.items()}
+    # The trap: over every request the sharper version looks worse by more than the margin.
+    gap = overall["v2"].calibration_error - overall["v1"].calibration_error
+    assert gap > ValidationPolicy().calibration_margin
+    live = {v: performance(s, labels[v], calibrate_below=0.5) for v, s in scores.items()}
+    assert live["v2"].calibration_error < 0.02
+    ev = evidence(live=live["v2"], previous_live=live["v1"])
+    found, reasons = recommend(ev, ValidationPolicy())
+    assert found == "keep", reasons
+    trapped = evidence(live=overall["v2"], previous_live=overall["v1"])
+    assert recommend(trapped, ValidationPolicy())[0] == "investigate"
 
 
 def test_drift_on_a_small_sample_triggers_nothing():
