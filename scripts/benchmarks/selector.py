@@ -11,7 +11,7 @@
    (the selector minus it is the selector's own work); and a minimal echo, the round trip
    through that server alone.
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
-   `UnleashClient.get_variant` on the same client and flags.
+   `UnleashClient.get_variant` on the same client and flags. `--only latency` runs 1 and 2.
 3. Exposures written per second by the event writer, from `record()` to committed rows: SQLite,
    and PostgreSQL with `--postgres-url postgresql+psycopg://.../an_empty_database`; beside it
    the floors below it (scripts/benchmarks/event_rates.py). `--only events` runs this alone.
@@ -183,8 +183,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["events", "memory"],
-        help="run only this section (events: section 3, memory: section 4)",
+        choices=["latency", "events", "memory"],
+        help="run only this part (latency: sections 1-2, events: 3, memory: 4)",
     )
     args = parser.parse_args()
     if args.soak < 0 or (args.only == "memory" and args.soak == 0):
@@ -219,8 +219,10 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     rows = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
     settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
     ours, bare = routing_cost(flags_dir, settings)
-    rates = event_rates(work, args.postgres_url)
+    latency_only = args.only == "latency"
+    rates = {} if latency_only else event_rates(work, args.postgres_url)
     soaks = memory_soaks(work, flags_dir, args.soak, args.postgres_url) if args.soak else []
+    soaks = [] if latency_only else soaks
     print_table(rows, ours, bare, rates)
     print_soaks(soaks)
     print_targets(rows, ours, bare, rates, soaks)
