@@ -39,7 +39,12 @@ from service.analysis.queries import (
     bucket_seconds_for,
     request_hits,
 )
-from service.analysis.segment_queries import SliceCell, dimension_value, slice_cell
+from service.analysis.segment_queries import (
+    SliceCell,
+    dimension_labels,
+    dimension_value,
+    slice_cell,
+)
 from service.analysis.stats import MomentStats
 from service.store.events import exposures, outcomes
 
@@ -93,7 +98,7 @@ def ab_summary(
             _Point(name[row.arm], row.bucket, row.users, row.conversions)
             for row in conn.execute(_series(per_user, bucket, conn.dialect.name))
         ]
-        labels = _labels(dimensions)
+        labels = dimension_labels(dimensions)
         cells = (
             [
                 slice_cell(row._mapping, labels, arms)
@@ -115,10 +120,6 @@ def ab_summary(
         points=_accumulate(series, bucket),
         slice_cells=cells,
     )
-
-
-def _labels(dimensions: Sequence[str]) -> list[str]:
-    return [f"d{i}" for i in range(len(dimensions))]
 
 
 def _create_users_table(
@@ -150,7 +151,7 @@ def _create_users_table(
             sa.func.max(e.ts).label("last_ts"),
             *(
                 sa.func.min(dimension_value(name)).label(label)
-                for name, label in zip(dimensions, _labels(dimensions), strict=True)
+                for name, label in zip(dimensions, dimension_labels(dimensions), strict=True)
             ),
             sa.func.count().label("requests"),
             sa.func.sum(sa.case((e.status >= 500, 1), else_=0)).label("errors"),

@@ -72,7 +72,7 @@ def slice_cells(
     key of the exposures' `properties`)."""
     _check_arms(arms)
     users = _users(flag, arms, metric, window or Window(), dimensions)
-    labels = [f"d{i}" for i in range(len(dimensions))]
+    labels = dimension_labels(dimensions)
     converted = sa.or_(users.c.by_request == 1, users.c.user_id.in_(_by_user(users, flag, metric)))
     columns: list[Any] = [
         sa.func.count().label("n"),
@@ -101,7 +101,7 @@ def _users(
     # COUNT(DISTINCT variant) sorted every exposure (the drill-down took 35 s at 10 M).
     index = sa.case({arm: i for i, arm in enumerate(arms)}, value=exposed.c.variant)
     first, last = sa.func.min(index), sa.func.max(index)
-    labels = [f"d{i}" for i in range(len(dimensions))]
+    labels = dimension_labels(dimensions)
     return (
         sa.select(
             exposed.c.user_id,
@@ -163,6 +163,11 @@ def _exposed(flag: str, arms: Sequence[str], window: Window, dimensions: Sequenc
         .where(*arm_exposure_conditions(flag, arms, window))
         .cte("slice_exposed")
     )
+
+
+def dimension_labels(dimensions: Sequence[str]) -> list[str]:
+    """The per-user columns holding each dimension's value: d0, d1, ..."""
+    return [f"d{i}" for i in range(len(dimensions))]
 
 
 def dimension_value(name: str) -> Any:
