@@ -41,6 +41,7 @@ from service.analysis.queries import (
 )
 from service.analysis.segment_queries import (
     SliceCell,
+    cells_select,
     dimension_labels,
     dimension_value,
     slice_cell,
@@ -102,7 +103,7 @@ def ab_summary(
         cells = (
             [
                 slice_cell(row._mapping, labels, arms)
-                for row in conn.execute(_cells(per_user, labels))
+                for row in conn.execute(cells_select(per_user.c, labels, per_user.c.y))
             ]
             if dimensions
             else []
@@ -278,16 +279,6 @@ def _series(per_user: sa.Subquery, bucket_seconds: int, dialect: str) -> sa.Sele
         .group_by(p.arm, bucket)
         .order_by(bucket, p.arm)
     )
-
-
-def _cells(per_user: sa.Subquery, labels: Sequence[str]) -> sa.Select[Any]:
-    """Users, conversions and guardrail sums per (dimension values, arm), as `slice_cells`."""
-    p = per_user.c
-    keys = [p[label] for label in labels]
-    columns: list[Any] = [sa.func.count().label("n"), sa.func.sum(p.y).label("k")]
-    for name, (num, den) in GUARDRAIL_COLUMNS.items():
-        columns += _moment_columns(p[num], p[den], prefix=f"{name}_")
-    return sa.select(*keys, p.arm, *columns).where(p.arm != _SEVERAL).group_by(*keys, p.arm)
 
 
 def _sample(

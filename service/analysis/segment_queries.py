@@ -74,19 +74,22 @@ def slice_cells(
     users = _users(flag, arms, metric, window or Window(), dimensions)
     labels = dimension_labels(dimensions)
     converted = sa.or_(users.c.by_request == 1, users.c.user_id.in_(_by_user(users, flag, metric)))
-    columns: list[Any] = [
-        sa.func.count().label("n"),
-        sa.func.sum(sa.case((converted, 1), else_=0)).label("k"),
-    ]
-    for name, (num, den) in GUARDRAIL_COLUMNS.items():
-        columns += _moment_columns(users.c[num], users.c[den], prefix=f"{name}_")
-    keys = [users.c[label] for label in labels]
-    query = (
-        sa.select(*keys, users.c.arm, *columns)
-        .where(users.c.arm != _SEVERAL)
-        .group_by(*keys, users.c.arm)
-    )
+    query = cells_select(users.c, labels, sa.case((converted, 1), else_=0))
     return [slice_cell(row._mapping, labels, arms) for row in _read(engine, query)]
+
+
+def cells_select(
+    per_user: sa.ColumnCollection[str, Any], labels: Sequence[str], converted: Any
+) -> sa.Select[Any]:
+    """Users, conversions and guardrail moments per (dimension values, arm), from per-user rows
+    (`arm`, the dimension `labels`, the guardrail sums). `converted` is 1 for a converted user:
+    both this module and `ab_summary`'s per-user table aggregate their cells with it."""
+    columns: list[Any] = [sa.func.count().label("n"), sa.func.sum(converted).label("k")]
+    for name, (num, den) in GUARDRAIL_COLUMNS.items():
+        columns += _moment_columns(per_user[num], per_user[den], prefix=f"{name}_")
+    keys = [per_user[label] for label in labels]
+    arm = per_user["arm"]
+    return sa.select(*keys, arm, *columns).where(arm != _SEVERAL).group_by(*keys, arm)
 
 
 def _users(
