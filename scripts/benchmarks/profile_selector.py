@@ -22,7 +22,8 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from selector import FLAG, SERVERS, request_bodies, run_load
+from bench_flags import FLAG
+from selector import SERVERS, request_bodies, run_load
 
 from service.config import Settings
 from service.processes import free_port, selector_process, venv_executable

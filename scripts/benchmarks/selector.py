@@ -11,7 +11,9 @@
    (the selector minus it is the selector's own work); and a minimal echo, the round trip
    through that server alone.
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
-   `UnleashClient.get_variant` on the same client and flags. `--only latency` runs 1 and 2.
+   `UnleashClient.get_variant` on the same client and flags; then the flag decision hot and
+   cold, the SDK's against the engine shortcut (scripts/benchmarks/engine_variants.py).
+   `--only latency` runs 1 and 2.
 3. Exposures written per second by the event writer, from `record()` to committed rows: SQLite,
    and PostgreSQL with `--postgres-url postgresql+psycopg://.../an_empty_database`; beside it
    the floors below it (scripts/benchmarks/event_rates.py). `--only events` runs this alone.
@@ -40,6 +42,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import urllib3
+from bench_flags import flag_folder
+from engine_variants import decision_costs, print_costs
 from event_rates import EventRates, event_checks, event_rates, print_events
 from memory_soak import Soak, emptied, print_soaks, soak
 
@@ -52,19 +56,6 @@ from service.registry.population import population
 from service.serving.catalog import BentoCatalog
 from service.serving.flag_client import FlagClient
 from service.serving.routing import decide
-
-FLAG = """
-flag: bench
-default: churn:v1
-variants: {control: churn:v1}
-environments:
-  development:
-    enabled: true
-    strategies:
-      - name: everyone
-        rollout: 100
-        variants: {control: 100}
-"""
 
 
 @dataclass(frozen=True)
@@ -201,16 +192,6 @@ def main() -> None:
             run_all(args, work)
 
 
-def flag_folder(work: Path) -> Path:
-    """The benchmark's flags: the repo's context definitions and one flag, `bench`."""
-    flags_dir = work / "flags"
-    flags_dir.mkdir()
-    context = Settings.load().flags_dir / "context.yaml"
-    (flags_dir / "context.yaml").write_text(context.read_text())
-    (flags_dir / "bench.yaml").write_text(FLAG)
-    return flags_dir
-
-
 def run_all(args: argparse.Namespace, work: Path) -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     base = Settings.load()
@@ -219,11 +200,14 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     rows = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
     settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
     ours, bare = routing_cost(flags_dir, settings)
+    cold = decision_costs()
     latency_only = args.only == "latency"
     rates = {} if latency_only else event_rates(work, args.postgres_url)
     soaks = memory_soaks(work, flags_dir, args.soak, args.postgres_url) if args.soak else []
     soaks = [] if latency_only else soaks
     print_table(rows, ours, bare, rates)
+    print_costs(cold)
+    print()
     print_soaks(soaks)
     print_targets(rows, ours, bare, rates, soaks)
 

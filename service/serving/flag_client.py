@@ -30,6 +30,7 @@ from service.flags.client_features import client_features
 from service.flags.model import FlagSet
 from service.flags.payloads import read_payload
 from service.flags.routes import FlagRoutes, flag_routes
+from service.serving.engine_variants import EngineVariants
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ class FlagClient:
         self.mode = "server" if settings.unleash_url else "embedded"
         self.cache = FeatureStateCache(self._snapshot_path())
         self._client = self._build_client(flag_set, features)
+        # The same engine without the SDK's per-call wrapping (None: the SDK answers).
+        self._variants = EngineVariants.attach(self._client)
 
     def _snapshot_path(self) -> Path | None:
         if self.mode == "embedded":
@@ -206,6 +209,8 @@ class FlagClient:
         self._client.initialize_client(fetch_toggles=self.mode == "server")
 
     def close(self) -> None:
+        if self._variants is not None:  # its usage counts first: the SDK sends them on destroy
+            self._variants.close()
         self._client.destroy()
 
     @property
@@ -230,7 +235,8 @@ class FlagClient:
         return self.cache.generation
 
     def variant(self, flag: str, context: dict[str, Any]) -> Variant:
-        result = self._client.get_variant(flag, context)
+        source = self._variants or self._client
+        result = source.get_variant(flag, context)
         return Variant(
             name=result.get("name", "disabled"),
             payload=result.get("payload"),

@@ -11,6 +11,8 @@ The selector's own `resolve` answers with the routing decision, which needs a de
 that spec states do not declare, and has no is-enabled field; so the app gets one extra,
 test-only route, `GET /conformance/<flag>`, that parses the query with the same
 `unleash_context.from_query` as `resolve` and answers with the flag client's raw verdicts.
+The flag client's own answer comes through its engine shortcut (service/serving/
+engine_variants.py), so the suite holds the shortcut to the specification as well.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ def evaluate(flag: str) -> Any:
     return {
         "enabled": sdk.is_enabled(flag, context),
         "variant": sdk.get_variant(flag, context),
-        "flag_client": {"name": ours.name, "bento": ours.bento, "enabled": ours.flag_enabled},
+        "flag_client": {
+            "name": ours.name,
+            "payload": ours.payload,
+            "bento": ours.bento,
+            "enabled": ours.flag_enabled,
+        },
     }
 
 
@@ -111,6 +118,7 @@ def load_state(app: Flask) -> Iterator[Any]:
             client = FlagClient(settings, FlagSet(flags={}, context_fields={}))
             client.cache.bootstrap_from_dict(state)
             client.start()
+            assert client._variants is not None, "the engine shortcut did not attach"
             clients[name] = client
         selector.flags = clients[name]
 
@@ -143,6 +151,7 @@ def test_client_specification(
         got = answer["variant"]
         assert {k: got.get(k) for k in expected} == expected, case["description"]
         assert answer["flag_client"]["name"] == expected["name"]
+        assert answer["flag_client"]["payload"] == expected.get("payload")
         assert answer["flag_client"]["enabled"] == expected.get(
             "feature_enabled", expected["enabled"]
         )
