@@ -8,7 +8,14 @@ from dataclasses import fields
 
 import sqlalchemy as sa
 
-from service.store.events import Exposure, Outcome, create_engine, exposures, outcomes
+from service.store.events import (
+    SQLITE_PAGE_SIZE,
+    Exposure,
+    Outcome,
+    create_engine,
+    exposures,
+    outcomes,
+)
 from service.store.writer import EventWriter
 
 
@@ -170,3 +177,25 @@ def test_every_field_of_an_event_lands_in_its_column(tmp_path) -> None:
         assert stored[name] == getattr(event, name), name
     for name in (f.name for f in fields(Outcome)):
         assert kept[name] == getattr(outcome, name), name
+
+
+def page_size(url: str) -> int:
+    with sa.create_engine(url).connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+
+
+def test_a_new_sqlite_store_has_large_pages_and_an_old_one_keeps_its_own(tmp_path) -> None:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    writer = EventWriter(create_engine(fresh))
+    writer.record(exposure(1))
+    writer.close()
+    assert page_size(fresh) == SQLITE_PAGE_SIZE
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    with sa.create_engine(old).begin() as conn:  # a store made before: SQLite's 4 KiB pages
+        conn.exec_driver_sql("CREATE TABLE placeholder (x INTEGER)")
+    writer = EventWriter(create_engine(old))
+    writer.record(exposure(2))
+    writer.close()
+    assert page_size(old) == 4096
+    with sa.create_engine(old).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(exposures)).scalar_one() == 1
