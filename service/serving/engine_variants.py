@@ -50,6 +50,10 @@ BASE_FIELDS = frozenset(
     ("userId", "sessionId", "environment", "appName", "currentTime", "remoteAddress", "properties")
 )
 COUNT_INTERVAL = 1.0  # seconds between hand-overs of the usage counts to the engine
+# Beyond this many queued counts a request hands them over itself, so a counting thread that
+# is not running (a process forked after the client was made) neither grows memory nor loses
+# counts. A worker evaluates far fewer a second.
+MAX_QUEUED_COUNTS = 10_000
 _DISABLED: dict[str, Any] = {"name": "disabled", "enabled": False, "feature_enabled": False}
 
 
@@ -158,6 +162,8 @@ class EngineVariants:
         raw = answer.get("value")
         variant = _DISABLED if raw is None else _variant(raw)
         self._counts.append((name, variant["feature_enabled"], variant["name"].encode()))
+        if len(self._counts) > MAX_QUEUED_COUNTS:  # the thread is stalled or gone (a fork)
+            self.count()
         return variant
 
     def count(self) -> int:

@@ -281,3 +281,17 @@ def test_the_counting_thread_hands_counts_over_by_itself(
         shortcut._closed.wait(0.05)
     assert not shortcut._counts
     assert evaluations(ours, "canary") == 3
+
+
+def test_counts_never_pile_up_without_the_counting_thread(
+    clients: tuple[FlagClient, FlagClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, _ = clients
+    shortcut = shortcut_of(ours)
+    shortcut._closed.set()  # the thread stops, as it would be gone in a forked child
+    shortcut._counter.join(timeout=5)
+    monkeypatch.setattr(engine_variants, "MAX_QUEUED_COUNTS", 50)
+    for i in range(120):
+        ours.variant("canary", {"userId": f"u{i}"})
+    assert len(shortcut._counts) <= 50
+    assert evaluations(ours, "canary") + len(shortcut._counts) == 120
