@@ -160,7 +160,7 @@ class EngineVariants:
         if answer.get("status_code") == "Error":
             raise RuntimeError(answer.get("error_message") or "engine error")
         raw = answer.get("value")
-        variant = _DISABLED if raw is None else _variant(raw)
+        variant = dict(_DISABLED) if raw is None else _variant(raw)  # the caller may keep it
         self._counts.append((name, variant["feature_enabled"], variant["name"].encode()))
         if len(self._counts) > MAX_QUEUED_COUNTS:  # the thread is stalled or gone (a fork)
             self.count()

@@ -295,3 +295,10 @@ def test_counts_never_pile_up_without_the_counting_thread(
         ours.variant("canary", {"userId": f"u{i}"})
     assert len(shortcut._counts) <= 50
     assert evaluations(ours, "canary") + len(shortcut._counts) == 120
+
+
+def test_an_answer_is_the_callers_own(clients: tuple[FlagClient, FlagClient]) -> None:
+    shortcut = shortcut_of(clients[0])
+    first = shortcut.get_variant("off", {"userId": "u1"})
+    first["name"] = "changed by the caller"
+    assert shortcut.get_variant("off", {"userId": "u1"})["name"] == "disabled"
