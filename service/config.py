@@ -36,6 +36,9 @@ class Settings:
     unleash_url: str | None = None
     unleash_token: str | None = field(default=None, repr=False)
     refresh_interval: int = 5
+    # Server mode: seconds between the SDK's reports of flag usage (evaluations per flag and
+    # variant, shown in the Unleash UI) to the server. Unleash's default.
+    metrics_interval: int = 60
     database_url: str | None = None
     # "churn:v1=http://127.0.0.1:3001,churn:v2=..." or the catalog file written by the demo.
     bento_urls: str | None = None

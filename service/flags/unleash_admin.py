@@ -512,6 +512,20 @@ class UnleashAdmin:
         """Revoke the logged-in user's personal access token ``token_id``."""
         self._request("DELETE", f"/api/admin/user/tokens/{int(token_id)}")
 
+    # -- usage metrics ------------------------------------------------------------------------
+
+    def feature_usage(self, name: str, hours_back: int = 1) -> dict[str, int]:
+        """How often SDKs evaluated flag ``name`` in the last ``hours_back`` hours, as they
+        reported it: ``{"yes": enabled, "no": not enabled}`` over every app and environment
+        (what the flag's Metrics tab in the UI shows)."""
+        path = f"/api/admin/client-metrics/features/{quote(name, safe='')}/raw"
+        body = self._request("GET", path, params={"hoursBack": str(hours_back)})
+        rows = body.get("data", []) if isinstance(body, dict) else []
+        return {
+            "yes": sum(int(row.get("yes", 0)) for row in rows),
+            "no": sum(int(row.get("no", 0)) for row in rows),
+        }
+
     # -- event log ----------------------------------------------------------------------------
 
     def get_events(self, feature: str | None = None, *, limit: int = 100) -> list[Event]:

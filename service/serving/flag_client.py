@@ -196,6 +196,7 @@ class FlagClient:
             app_name=self.settings.app_name,
             environment=self.settings.environment,
             refresh_interval=self.settings.refresh_interval,
+            metrics_interval=self.settings.metrics_interval,
             custom_headers=headers,
             cache=self.cache,
             disable_metrics=self.mode == "embedded",

@@ -144,3 +144,48 @@ def test_turning_the_flag_off_sends_everyone_to_the_default(
     print(
         f"kill switch reached the selector in {seconds:.1f}s (refresh interval {REFRESH_SECONDS}s)"
     )
+
+
+def test_the_flags_usage_reaches_the_unleash_ui(
+    unleash_server, unleash_admin, settings, flag_on_server
+) -> None:
+    """What the flag's Metrics tab shows: every evaluation the selector made, yes and no.
+
+    The selector evaluates through its engine shortcut (service/serving/engine_variants.py),
+    which hands the SDK's usage counts to the engine itself; the SDK reports them every
+    `metrics_interval` seconds, and the server stores them every 5 s.
+    """
+    flag = flag_on_server
+    app = create_app(
+        {
+            **settings.__dict__,
+            "unleash_url": unleash_server.url,
+            "unleash_token": unleash_server.backend_token,
+            "refresh_interval": REFRESH_SECONDS,
+            "metrics_interval": 1,
+            "bento_urls": "churn:v1=http://127.0.0.1:9,churn:v2=http://127.0.0.1:9",
+        }
+    )
+    client = app.test_client()
+    try:
+        wait_for(
+            lambda: client.get(f"/v1/models/{flag}/resolve?userId=x").status_code == 200,
+            3 * REFRESH_SECONDS + 5,
+            "the new flag in the selector",
+        )
+        decisions = [resolve(client, flag, userId=f"u{i}", region="eu") for i in range(40)]
+        decisions.append(resolve(client, flag, userId="x"))  # the one that found the flag, again
+        decisions.append(decisions[-1])
+        enabled = sum(d["reason"] == "strategy_variant" for d in decisions)
+        assert 0 < enabled < len(decisions)  # both kinds occur: 50% rollout, no other match
+
+        def reported() -> bool:
+            return sum(unleash_admin.feature_usage(flag).values()) >= len(decisions)
+
+        wait_for(reported, 60, "the selector's usage counts in Unleash")
+        assert unleash_admin.feature_usage(flag) == {
+            "yes": enabled,
+            "no": len(decisions) - enabled,
+        }
+    finally:
+        app.extensions["selector"].close()
