@@ -35,7 +35,10 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("event writer thread (background)", ("service/store/", "sqlalchemy", "sqlite3", "psycopg")),
     ("JSON decode / encode", ("json/", "orjson", "flask/json")),
     ("metrics (prometheus_client)", ("prometheus_client",)),
-    ("routing (UnleashClient / Yggdrasil)", ("UnleashClient", "yggdrasil", "routing.py")),
+    (
+        "routing (UnleashClient / Yggdrasil)",
+        ("UnleashClient", "yggdrasil", "routing.py", "engine_variants.py", "flag_client.py"),
+    ),
     ("input contract (fastjsonschema)", ("fastjsonschema", "contracts.py", "<string>")),
     ("input limits (check_tree)", ("serving/limits.py",)),
     ("exposure record (dataclass, queue)", ("store/events.py", "queue.py", "dataclasses.py")),
