@@ -10,6 +10,7 @@ computes for the new state (an embedded client on the edited flag file), within 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,7 +196,13 @@ def test_rollout_and_kill_switch_from_the_unleash_ui_reach_the_selector(
 
 # --- a flag made entirely in the UI (issue 12) --------------------------------------------------
 
-SCREENSHOTS = REPO / "docs" / "unleash-ui"
+# The README's pictures are refreshed only on request (ROLLOUT_UPDATE_SCREENSHOTS=1): a test run
+# must not rewrite tracked files; otherwise they land in .data/, to look at after a failure.
+SCREENSHOTS = (
+    REPO / "docs" / "unleash-ui"
+    if os.environ.get("ROLLOUT_UPDATE_SCREENSHOTS") == "1"
+    else REPO / ".data" / "screenshots" / "unleash-ui"
+)
 
 
 def shot(page: Page, name: str) -> None:
