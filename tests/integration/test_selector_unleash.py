@@ -42,15 +42,20 @@ environments:
 """
 
 
-@pytest.fixture
-def flag_on_server(unleash_server, unleash_admin, flags_dir, request):
-    name = f"churn-it-{request.node.name[-20:].strip('[]_')}-{time.monotonic_ns() % 10**6}"
+def make_flag(unleash_admin, flags_dir, name: str) -> str:
+    """FLAG_YAML as flag `name` on the server, through the Admin API."""
     flag_set = load_flags(
-        flags_dir("it.yaml", FLAG_YAML.replace("FLAG_NAME", name)), {"churn:v1", "churn:v2"}
+        flags_dir(f"{name}.yaml", FLAG_YAML.replace("FLAG_NAME", name)), {"churn:v1", "churn:v2"}
     )
     create_context_fields(unleash_admin, flag_set)
     create_flag(unleash_admin, flag_set.flags[name], "development")
     return name
+
+
+@pytest.fixture
+def flag_on_server(unleash_server, unleash_admin, flags_dir, request):
+    name = f"churn-it-{request.node.name[-20:].strip('[]_')}-{time.monotonic_ns() % 10**6}"
+    return make_flag(unleash_admin, flags_dir, name)
 
 
 @pytest.fixture
@@ -147,15 +152,19 @@ def test_turning_the_flag_off_sends_everyone_to_the_default(
 
 
 def test_the_flags_usage_reaches_the_unleash_ui(
-    unleash_server, unleash_admin, settings, flag_on_server
+    unleash_server, unleash_admin, settings, flags_dir, flag_on_server
 ) -> None:
     """What the flag's Metrics tab shows: every evaluation the selector made, yes and no.
 
     The selector evaluates through its engine shortcut (service/serving/engine_variants.py),
     which hands the SDK's usage counts to the engine itself; the SDK reports them every
-    `metrics_interval` seconds, and the server stores them every 5 s.
+    `metrics_interval` seconds, and the server stores them every 5 s. The server drops the
+    usage of a flag it learnt of in the last 10 s (it caches the list of flag names that
+    long), so a second flag, made after the measured one, is evaluated first until its usage
+    shows: from then on the server knows both. The measured flag is not evaluated before.
     """
     flag = flag_on_server
+    probe = make_flag(unleash_admin, flags_dir, f"{flag}-probe")
     app = create_app(
         {
             **settings.__dict__,
@@ -166,16 +175,20 @@ def test_the_flags_usage_reaches_the_unleash_ui(
             "bento_urls": "churn:v1=http://127.0.0.1:9,churn:v2=http://127.0.0.1:9",
         }
     )
-    client = app.test_client()
+    client, flags = app.test_client(), app.extensions["selector"].flags
     try:
         wait_for(
-            lambda: client.get(f"/v1/models/{flag}/resolve?userId=x").status_code == 200,
+            lambda: flags.flag(flag) is not None and flags.flag(probe) is not None,
             3 * REFRESH_SECONDS + 5,
-            "the new flag in the selector",
+            "the new flags in the selector",
         )
-        decisions = [resolve(client, flag, userId=f"u{i}", region="eu") for i in range(40)]
-        decisions.append(resolve(client, flag, userId="x"))  # the one that found the flag, again
-        decisions.append(decisions[-1])
+
+        def probe_counted() -> bool:
+            resolve(client, probe, userId="probe")
+            return sum(unleash_admin.feature_usage(probe).values()) > 0
+
+        wait_for(probe_counted, 60, "the server counting the usage of the flags just made")
+        decisions = [resolve(client, flag, userId=f"u{i}", region="eu") for i in range(42)]
         enabled = sum(d["reason"] == "strategy_variant" for d in decisions)
         assert 0 < enabled < len(decisions)  # both kinds occur: 50% rollout, no other match
 
