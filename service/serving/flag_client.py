@@ -146,6 +146,23 @@ def _index(raw: str) -> dict[str, FlagRoutes]:
         return {}
 
 
+def check_settings(settings: Settings) -> None:
+    """ConfigError for settings no flag client can start with (`rollout serve` checks them in
+    the master too, so a mistake is one message rather than a traceback per worker)."""
+    if settings.unleash_url and not settings.unleash_token:
+        token_file = os.environ.get("UNLEASH_API_TOKEN_FILE")
+        unreadable = f" ({token_file} cannot be read)" if token_file else ""
+        raise ConfigError(
+            "UNLEASH_URL is set but no backend token: set "
+            f"UNLEASH_API_TOKEN or UNLEASH_API_TOKEN_FILE{unreadable}"
+        )
+    # The SDK's polling and usage reports: whole seconds, at least one (0 would spin).
+    for name in ("refresh_interval", "metrics_interval"):
+        value = getattr(settings, name)
+        if value < 1:
+            raise ConfigError(f"ROLLOUT_{name.upper()} must be at least 1 second, not {value}")
+
+
 class FlagClient:
     """Evaluates model flags for a context. Never raises on the request path."""
 
@@ -157,6 +174,7 @@ class FlagClient:
     ) -> None:
         """Server mode when `settings.unleash_url` is set; else embedded, on `flag_set` compiled
         or on a ready client-features document `features` (e.g. a server's, for tests)."""
+        check_settings(settings)
         self.settings = settings
         self.mode = "server" if settings.unleash_url else "embedded"
         self.cache = FeatureStateCache(self._snapshot_path())
@@ -180,13 +198,6 @@ class FlagClient:
             self.cache.bootstrap_from_dict(features)
             url, headers = "http://embedded.invalid/api", {}
         else:
-            if not self.settings.unleash_token:
-                token_file = os.environ.get("UNLEASH_API_TOKEN_FILE")
-                unreadable = f" ({token_file} cannot be read)" if token_file else ""
-                raise ConfigError(
-                    "UNLEASH_URL is set but no backend token: set "
-                    f"UNLEASH_API_TOKEN or UNLEASH_API_TOKEN_FILE{unreadable}"
-                )
             self.cache.bootstrap_from_snapshot()
             url = self.settings.unleash_url.rstrip("/")  # type: ignore[union-attr]
             url = url if url.endswith("/api") else f"{url}/api"

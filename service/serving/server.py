@@ -31,6 +31,7 @@ from service.errors import RolloutError
 from service.flags.definitions import load_flags
 from service.serving import granian_server, gunicorn_server
 from service.serving.catalog import BentoCatalog
+from service.serving.flag_client import check_settings
 from service.serving.prefork import DEFAULT_SERVER, MULTIPROC_ENV
 
 
@@ -58,6 +59,7 @@ def preflight(settings: Settings) -> str:
     Raises the package's own errors (a broken flag file, a bad catalog) before any worker
     starts, so a mistake is one message instead of a traceback per worker.
     """
+    check_settings(settings)
     if settings.unleash_url:
         flags = f"flags from Unleash at {settings.unleash_url} ({settings.environment})"
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from service.cli import main
@@ -80,6 +81,34 @@ def test_serve_with_a_broken_flag_file_is_one_error_line(flags_dir, monkeypatch)
         "environments.development.strategies.ab-test.rollout: "
         "must be a whole percentage 0-100, not 180"
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"ROLLOUT_METRICS_INTERVAL": "0"},
+            "error: ROLLOUT_METRICS_INTERVAL must be at least 1 second, not 0",
+        ),
+        (
+            {"ROLLOUT_REFRESH_INTERVAL": "-5"},
+            "error: ROLLOUT_REFRESH_INTERVAL must be at least 1 second, not -5",
+        ),
+        (
+            {"UNLEASH_URL": "http://127.0.0.1:9", "UNLEASH_API_TOKEN": ""},
+            "error: UNLEASH_URL is set but no backend token: set UNLEASH_API_TOKEN or "
+            "UNLEASH_API_TOKEN_FILE",
+        ),
+    ],
+)
+def test_serve_refuses_flag_client_settings_in_one_line(monkeypatch, env, message) -> None:
+    """Checked in the master, before any worker would fail on them with a traceback."""
+    monkeypatch.delenv("UNLEASH_API_TOKEN_FILE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, ["serve", "--port", "8"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [message]
 
 
 def test_serve_refuses_an_impossible_port_before_starting() -> None:

@@ -8,8 +8,12 @@ import pytest
 
 from service.config import Settings
 from service.errors import BadRequest, ConfigError
+from service.flags.definitions import load_flags
 from service.serving.catalog import BentoCatalog
 from service.serving.context import from_json, from_query
+from service.serving.flag_client import FlagClient
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_settings_layer_defaults_environment_then_overrides(monkeypatch, tmp_path) -> None:
@@ -32,6 +36,18 @@ def test_settings_layer_defaults_environment_then_overrides(monkeypatch, tmp_pat
 def test_unknown_settings_are_refused() -> None:
     with pytest.raises(TypeError, match="unknown setting"):
         Settings.load({"refresh_intervall": 3})
+
+
+@pytest.mark.parametrize("name", ["METRICS_INTERVAL", "REFRESH_INTERVAL"])
+def test_an_sdk_interval_below_a_second_is_refused_by_name(monkeypatch, name) -> None:
+    monkeypatch.setenv(f"ROLLOUT_{name}", "0")
+    monkeypatch.setenv("ROLLOUT_UNLEASH_URL", "")
+    monkeypatch.setenv("UNLEASH_URL", "")
+    with pytest.raises(ConfigError, match=f"ROLLOUT_{name} must be at least 1 second, not 0"):
+        FlagClient(Settings.load(), load_flags(REPO / "flags"))
+    monkeypatch.setenv(f"ROLLOUT_{name}", "1")
+    client = FlagClient(Settings.load(), load_flags(REPO / "flags"))
+    assert getattr(client.settings, name.lower()) == 1
 
 
 def test_catalog_from_a_spec_and_a_file(tmp_path) -> None:
