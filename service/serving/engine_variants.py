@@ -138,10 +138,9 @@ class EngineVariants:
             variant = self._evaluate(flag, context)
         except Exception:  # never fail a request over the shortcut: the SDK answers instead
             log.debug("engine shortcut failed for %s; asking the SDK", flag, exc_info=True)
+            variant = None
+        if variant is None:  # a failure, or a flag with custom strategies
             result: dict[str, Any] = self._client.get_variant(flag, context)
-            return result
-        if variant is None:
-            result = self._client.get_variant(flag, context)
             return result
         return variant
 
