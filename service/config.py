@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from service.errors import ConfigError
+
 ENV_PREFIX = "ROLLOUT_"
 
 
@@ -138,7 +140,12 @@ def _from_environment(settings: Settings) -> dict[str, Any]:
         values["unleash_url"] = os.environ["UNLEASH_URL"]
     if "unleash_token" not in values:
         values["unleash_token"] = _read_token()
-    return _coerce_all(settings, {k: v for k, v in values.items() if v is not None})
+    values = {k: v for k, v in values.items() if v is not None}
+    try:
+        return _coerce_all(settings, values)
+    except _BadValue as exc:  # name the variable the person set, not our field
+        variable = ENV_PREFIX + exc.setting.upper()
+        raise ConfigError(f"{variable}={exc.value!r}: {exc.problem}") from None
 
 
 def _read_token() -> str | None:
@@ -153,30 +160,42 @@ def _read_token() -> str | None:
     return None
 
 
+class _BadValue(ValueError):
+    """A setting's text that does not read as the setting's type."""
+
+    def __init__(self, setting: str, value: str, problem: str) -> None:
+        super().__init__(f"{setting}={value!r}: {problem}")
+        self.setting, self.value, self.problem = setting, value, problem
+
+
 def _coerce_all(settings: Settings, values: dict[str, Any]) -> dict[str, Any]:
     types = {f.name: type(getattr(settings, f.name)) for f in fields(settings)}
     unknown = set(values) - set(types)
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    return {name: _coerce(types[name], value) for name, value in values.items()}
+    return {name: _coerce(name, types[name], value) for name, value in values.items()}
 
 
-def _coerce(kind: type, value: Any) -> Any:
+def _coerce(name: str, kind: type, value: Any) -> Any:
     if value is None:
         return None
     if issubclass(kind, Path):
         return Path(value)
     if kind is bool and isinstance(value, str):
-        return _truth(value)
+        return _truth(name, value)
     if isinstance(value, str) and kind in (int, float):
-        return kind(value)
+        try:
+            return kind(value)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise _BadValue(name, value, f"expected {what}") from None
     return value
 
 
-def _truth(text: str) -> bool:
+def _truth(name: str, text: str) -> bool:
     word = text.strip().lower()
     if word in ("1", "true", "yes", "on"):
         return True
     if word in ("", "0", "false", "no", "off"):
         return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    raise _BadValue(name, text, "expected true or false (1/0, yes/no, on/off)")

@@ -99,6 +99,19 @@ def test_serve_with_a_broken_flag_file_is_one_error_line(flags_dir, monkeypatch)
             "error: UNLEASH_URL is set but no backend token: set UNLEASH_API_TOKEN or "
             "UNLEASH_API_TOKEN_FILE",
         ),
+        (
+            {"ROLLOUT_REFRESH_INTERVAL": "abc"},
+            "error: ROLLOUT_REFRESH_INTERVAL='abc': expected a whole number",
+        ),
+        (
+            {"ROLLOUT_FORWARD_TIMEOUT": "2s"},
+            "error: ROLLOUT_FORWARD_TIMEOUT='2s': expected a number",
+        ),
+        (
+            {"ROLLOUT_READY_REQUIRES_STORE": "maybe"},
+            "error: ROLLOUT_READY_REQUIRES_STORE='maybe': expected true or false "
+            "(1/0, yes/no, on/off)",
+        ),
     ],
 )
 def test_serve_refuses_flag_client_settings_in_one_line(monkeypatch, env, message) -> None:

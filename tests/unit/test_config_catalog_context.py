@@ -38,6 +38,15 @@ def test_unknown_settings_are_refused() -> None:
         Settings.load({"refresh_intervall": 3})
 
 
+def test_a_setting_that_does_not_read_as_its_type_is_named(monkeypatch) -> None:
+    monkeypatch.setenv("ROLLOUT_SHADOW_THREADS", "2.5")
+    with pytest.raises(ConfigError, match=r"^ROLLOUT_SHADOW_THREADS='2.5': expected a whole"):
+        Settings.load()
+    monkeypatch.delenv("ROLLOUT_SHADOW_THREADS")
+    with pytest.raises(ValueError, match=r"^forward_timeout='soon': expected a number$"):
+        Settings.load({"forward_timeout": "soon"})
+
+
 @pytest.mark.parametrize("name", ["METRICS_INTERVAL", "REFRESH_INTERVAL"])
 def test_an_sdk_interval_below_a_second_is_refused_by_name(monkeypatch, name) -> None:
     monkeypatch.setenv(f"ROLLOUT_{name}", "0")
