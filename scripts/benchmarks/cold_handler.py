@@ -2,12 +2,13 @@
 
     .venv/bin/python scripts/benchmarks/cold_handler.py [--calls 300]
 
-Calls the selector's WSGI app (`create_app`, the benchmark's flag, local flags) and the floor's
-forwarding app (hop_floor.py) directly, each in front of the same stub bento (hop_floor.py's
+Calls the selector's WSGI app (`create_app`, the benchmark's flag, local flags) and the floors'
+app (hop_floor.py: the forwarding floor, and the decision floor that also parses the body and
+decides the flag) directly, each in front of the same stub bento (hop_floor.py's
 `/stub/predict` on granian, one worker). Hot: calls back to back. Cold: each call after 10 ms
 asleep, as a worker meets a request at concurrency 1 while the bento's model runs. Prints the
-median microseconds per call and the selector minus the floor: the selector's own work, without
-any server. The two apps take turns in rounds.
+median microseconds per call and each minus the forwarding floor: the selector's own work, and
+the least work a deciding proxy does, without any server. The apps take turns in rounds.
 """
 
 from __future__ import annotations
@@ -47,18 +48,22 @@ def call_times(app: WSGIApp, path: str, bodies: list[bytes], calls: int, pause: 
             "CONTENT_TYPE": "application/json",
             "wsgi.input": io.BytesIO(body),
         }
+        statuses: list[str] = []
         started = time.perf_counter_ns()
-        b"".join(app(environ, lambda status, headers: None))
+        b"".join(app(environ, lambda status, headers, seen=statuses: seen.append(status)))
         spent.append((time.perf_counter_ns() - started) / 1000)
+        if not statuses[0].startswith("200"):  # a failing call is no measure of a served one
+            raise SystemExit(f"error: {path} answered {statuses[0]}")
     return statistics.median(spent)
 
 
 def measure(calls: int, rounds: int = 3) -> dict[str, dict[str, list[float]]]:
-    """{"hot"|"cold": {"selector"|"floor": [median us per round]}}."""
+    """{"hot"|"cold": {way: [median us per round]}}."""
     direct, routed = request_bodies()
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
         work, port = Path(tmp), free_port()
-        with granian_floor_process(port, work / "stub.log", "http://127.0.0.1:9", 1, 4):
+        with granian_floor_process(port, work / "stub.log", "http://127.0.0.1:9", 1, 4) as stub:
+            stub.wait_ready(60)
             return _measure(work, f"http://127.0.0.1:{port}/stub", direct, routed, calls, rounds)
 
 
@@ -66,10 +71,12 @@ def _measure(
     work: Path, url: str, direct: list[bytes], routed: list[bytes], calls: int, rounds: int
 ) -> dict[str, dict[str, list[float]]]:
     os.environ["BENTO_URL"] = url  # the floor's bento: hop_floor reads it when imported
+    flags = flag_folder(work)
+    os.environ["FLAGS_DIR"] = str(flags)  # and the decision floor's flags
     hop_floor = importlib.import_module("hop_floor")
     config = {
         "data_dir": work / "data",
-        "flags_dir": flag_folder(work),
+        "flags_dir": flags,
         "unleash_url": None,
         "bento_urls": f"churn:v1={url}",
     }
@@ -77,6 +84,7 @@ def _measure(
     ways = {
         "selector": (app.wsgi_app, "/v1/models/bench/predict", routed),
         "floor": (hop_floor.app, "/predict", direct),
+        "decision floor": (hop_floor.app, "/decide", routed),
     }
     result: dict[str, dict[str, list[float]]] = {"hot": {}, "cold": {}}
     try:
@@ -95,13 +103,16 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="cold calls per app and round")
     args = parser.parse_args()
     result = measure(args.calls)
-    head = "| predict in-process, us per call (median of rounds) | selector | floor | difference |"
-    print(head)
-    print("| --- | --- | --- | --- |")
+    head = "| predict in-process, us per call (median of rounds) | selector | floor "
+    print(head + "| decision floor | selector - floor | decision floor - floor |")
+    print("| --- " * 6 + "|")
     for mode, label in (("hot", "hot"), ("cold", "cold (after 10 ms asleep)")):
-        selector = statistics.median(result[mode]["selector"])
-        floor = statistics.median(result[mode]["floor"])
-        print(f"| {label} | {selector:.0f} | {floor:.0f} | {selector - floor:+.0f} |")
+        us = {name: statistics.median(times) for name, times in result[mode].items()}
+        floor, selector, decided = us["floor"], us["selector"], us["decision floor"]
+        print(
+            f"| {label} | {selector:.0f} | {floor:.0f} | {decided:.0f} "
+            f"| {selector - floor:+.0f} | {decided - floor:+.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ Two WSGI endpoints, nothing else (no routing, no JSON parsing, no logging, no me
   bento client (`service.serving.bento_http.BentoPool`), and returns the bento's bytes: the
   least any proxy written for this stack adds. Floor minus direct is what one hop costs here;
   the selector minus this floor is what the selector's own work costs.
+- `/decide` is that floor plus the one thing no selector can skip: it parses the selector's
+  request body (`{"context": ..., "inputs": ...}`), decides the benchmark's flag for the
+  context through the same Unleash engine as the selector (the SDK's `get_variant`, by the
+  selector's engine shortcut), and forwards the re-encoded inputs. No input contract, no
+  event, no metric, no reply envelope: decision floor minus direct is the least a per-request,
+  Unleash-decided proxy adds on this stack. Needs `FLAGS_DIR` (the benchmark's flag folder).
 - `/echo` answers the request body itself: one HTTP round trip through the server and WSGI
   with no bento behind it, i.e. the hop on its own, with no second connection.
 - `/stub/predict` (and `/stub/readyz`) answers like a churn bento with a fixed prediction, at
@@ -20,11 +26,19 @@ counts), so the difference is the proxy's work and nothing about the server.
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import orjson
+
+from service.config import Settings
+from service.flags.definitions import load_flags
 from service.serving.bento_http import BentoPool
+from service.serving.flag_client import FlagClient
 
 _POOL = BentoPool(os.environ.get("BENTO_URL", "http://127.0.0.1:3000").rstrip("/"), 64, 1.0, 10.0)
 _HEADERS = {"Content-Type": "application/json"}
@@ -41,8 +55,30 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         return _answer(start_response, "200 OK", body)
     if path == "/stub/predict":
         return _answer(start_response, "200 OK", STUB_PREDICTION)
+    if path == "/decide":
+        request = orjson.loads(body)
+        decide(request["context"])
+        body = orjson.dumps({"inputs": request["inputs"]})
     reply = _POOL.post("/predict", body, _HEADERS)
     return _answer(start_response, f"{reply.status} OK", reply.data)
+
+
+@functools.cache
+def _flags() -> FlagClient:
+    """This worker's flag client (made on the first call: after the server forks)."""
+    data = Path(tempfile.mkdtemp(prefix="rollout-floor-"))
+    settings = Settings.load({"data_dir": data, "unleash_url": None})
+    flags = FlagClient(settings, load_flags(Path(os.environ["FLAGS_DIR"])))
+    flags.start()
+    return flags
+
+
+def decide(context: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark flag's variant for `context`: the selector's own engine call (its engine
+    shortcut, or the SDK's `get_variant` where the shortcut does not attach)."""
+    flags = _flags()
+    variant: dict[str, Any] = (flags._variants or flags._client).get_variant("bench", context)
+    return variant
 
 
 def _answer(

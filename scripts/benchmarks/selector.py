@@ -5,11 +5,13 @@
 1. `predict` through `rollout serve` (2 workers) on each server it offers (granian, gunicorn)
    versus the same `bentoml serve` bento called directly, by the same client at the same
    concurrency: p50/p99 latency, the latency the selector adds, and the throughput ratio.
-   Beside each, two floors on the same server with the same settings
+   Beside each, three floors on the same server with the same settings
    (scripts/benchmarks/hop_floor.py): a minimal WSGI proxy that only forwards the bytes, through
    the selector's own bento client, i.e. what one extra hop costs on this machine and server
-   (the selector minus it is the selector's own work); and a minimal echo, the round trip
-   through that server alone.
+   (the selector minus it is the selector's own work); the decision floor, that proxy plus the
+   part no selector can skip (parse the body, decide the flag through the same Unleash engine,
+   re-encode the inputs), i.e. the least a proxy that decides per request adds; and a minimal
+   echo, the round trip through that server alone.
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags; then the flag decision hot and
    cold, the SDK's against the engine shortcut (scripts/benchmarks/engine_variants.py).
@@ -155,6 +157,7 @@ class Row:
     concurrency: int
     direct: LoadResult
     floor: dict[str, LoadResult]  # server -> the minimal proxy on it
+    decided: dict[str, LoadResult]  # server -> the minimal proxy that also decides the flag
     routed: dict[str, LoadResult]  # server -> `rollout serve --server` on it
     echo: dict[str, LoadResult]  # server -> the minimal echo on it: one hop, no bento
 
@@ -258,7 +261,12 @@ def serving_rows(
         }
         floors = {
             name: FLOOR_SERVERS[name](
-                floor_ports[name], work / f"floor-{name}.log", bento.url, workers, threads
+                floor_ports[name],
+                work / f"floor-{name}.log",
+                bento.url,
+                workers,
+                threads,
+                flags_dir,
             )
             for name in SERVERS
         }
@@ -273,6 +281,7 @@ def serving_rows(
                 floor = f"http://127.0.0.1:{floor_ports[name]}"
                 urls["echo", name] = (f"{floor}/echo", direct_bodies)
                 urls["floor", name] = (f"{floor}/predict", direct_bodies)
+                urls["decide", name] = (f"{floor}/decide", routed_bodies)
                 urls["routed", name] = (route, routed_bodies)
             # Warm every pool and the model at the highest concurrency, so that every worker
             # thread exists (granian starts its threads on demand).
@@ -313,8 +322,9 @@ def measure(
         spent, bento, count = (a - b for a, b in zip(after, before[name], strict=True))
         routed[name] = replace(pooled["routed", name], inside_ms=(spent - bento) / count * 1000)
     floor = {name: pooled["floor", name] for name in SERVERS}
+    decided = {name: pooled["decide", name] for name in SERVERS}
     echo = {name: pooled["echo", name] for name in SERVERS}
-    return Row(c, pooled["direct", ""], floor, routed, echo)
+    return Row(c, pooled["direct", ""], floor, decided, routed, echo)
 
 
 def run_alternating(
@@ -347,7 +357,7 @@ def _pool(parts: list[LoadResult]) -> LoadResult:
 
 
 def hop_floor_process(
-    port: int, log: Path, bento_url: str, workers: int, threads: int
+    port: int, log: Path, bento_url: str, workers: int, threads: int, flags: Path | None = None
 ) -> ManagedProcess:
     """gunicorn serving hop_floor.py with the selector's own server settings."""
     command = [
@@ -365,11 +375,11 @@ def hop_floor_process(
         "hop_floor:app",
     ]
     ready = f"http://127.0.0.1:{port}/healthz"
-    return ManagedProcess("hop floor", command, ready, log, {"BENTO_URL": bento_url})
+    return ManagedProcess("hop floor", command, ready, log, floor_env(bento_url, flags))
 
 
 def granian_floor_process(
-    port: int, log: Path, bento_url: str, workers: int, threads: int
+    port: int, log: Path, bento_url: str, workers: int, threads: int, flags: Path | None = None
 ) -> ManagedProcess:
     """The same hop floor on granian, with the selector's granian settings."""
     command = [venv_executable("granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
@@ -378,7 +388,12 @@ def granian_floor_process(
     command += [str(threads), "--working-dir", str(Path(__file__).parent), "--log-level"]
     command += ["warning", "hop_floor:app"]
     ready = f"http://127.0.0.1:{port}/healthz"
-    return ManagedProcess("granian floor", command, ready, log, {"BENTO_URL": bento_url})
+    return ManagedProcess("granian floor", command, ready, log, floor_env(bento_url, flags))
+
+
+def floor_env(bento_url: str, flags: Path | None) -> dict[str, str]:
+    """hop_floor.py's settings: its bento, and the flags its decision floor decides."""
+    return {"BENTO_URL": bento_url, **({"FLAGS_DIR": str(flags)} if flags else {})}
 
 
 FLOOR_SERVERS = {"granian": granian_floor_process, "gunicorn": hop_floor_process}
@@ -427,19 +442,23 @@ def print_serving(rows: list[Row]) -> None:
     head = "| concurrency | direct p50 / p99 ms | direct req/s "
     for name in SERVERS:
         head += f"| echo on {name} p50 / p99 ms | floor on {name} adds "
+        head += f"| decision floor on {name} adds "
         head += f"| selector on {name} adds | {name} selector / direct "
         head += f"| in-selector ms ({name}) "
     print(head + "| errors d/floors/selectors |")
-    print("| --- " * (3 + 5 * len(SERVERS) + 1) + "|")
+    print("| --- " * (3 + 6 * len(SERVERS) + 1) + "|")
     for row in rows:
         d = row.direct
         line = f"| {row.concurrency} | {_p(d)} | {d.throughput:.0f} "
         for name in SERVERS:
             f, r = row.floor[name], row.routed[name]
             line += f"| {_p(row.echo[name])} "
-            line += f"| {_added(f, d)} | {_added(r, d)} | {r.throughput / d.throughput:.0%} "
+            line += f"| {_added(f, d)} | {_added(row.decided[name], d)} "
+            line += f"| {_added(r, d)} | {r.throughput / d.throughput:.0%} "
             line += f"| {r.inside_ms or 0:.2f} "
-        floors = "+".join(str(row.floor[n].errors + row.echo[n].errors) for n in SERVERS)
+        floors = "+".join(
+            str(row.floor[n].errors + row.decided[n].errors + row.echo[n].errors) for n in SERVERS
+        )
         routed = "+".join(str(row.routed[n].errors) for n in SERVERS)
         print(line + f"| {d.errors}/{floors}/{routed} |")
     print()
@@ -452,11 +471,13 @@ def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool
     for name in SERVERS:
         if 1 in by_c:
             d, f, r = by_c[1].direct, by_c[1].floor[name], by_c[1].routed[name]
-            echo = by_c[1].echo[name]
+            echo, decided = by_c[1].echo[name], by_c[1].decided[name]
             for q, target in ((0.5, 0.5), (0.99, 1.5)):
                 floor = f.percentile(q) - d.percentile(q)
+                least = decided.percentile(q) - d.percentile(q)
                 label = (
                     f"added p{q * 100:.0f} at c=1, {name} (ms; its floor adds {floor:+.2f}, "
+                    f"the decision floor {least:+.2f}{_beyond(least, target)}, "
                     f"an echo alone takes {echo.percentile(q):.2f})"
                 )
                 checks.append((label, r.percentile(q) - d.percentile(q), target, True))
@@ -468,6 +489,11 @@ def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool
         errors = sum(row.routed[name].errors for row in rows)
         checks.append((f"selector errors, {name}", errors, 0, True))
     return checks
+
+
+def _beyond(least: float, target: float) -> str:
+    """Says so when the least a deciding proxy adds on this machine is already over target."""
+    return ": over the target by itself" if least > target else ""
 
 
 def print_targets(
