@@ -43,7 +43,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "processes": {"errors"},
     "api_keys": {"errors"},
     "files": set(),
-    "config": set(),
+    "config": {"errors"},  # a setting that does not parse is a ConfigError naming its variable
     "errors": set(),
 }
 # Only the CLI defers imports, so that `rollout --help` does not pay for BentoML and pandas.
