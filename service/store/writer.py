@@ -144,7 +144,8 @@ class EventWriter:
 
     def _put(self, item: Any) -> None:
         self._queue.append(item)
-        if not isinstance(item, _EVENT_TYPES):  # a flush or the stop: write without lingering
+        # A flush or the stop, or a full batch waiting: write without lingering for more.
+        if not isinstance(item, _EVENT_TYPES) or len(self._queue) == self.batch_size:
             self._hurry.set()
         if not self._wake.is_set():  # the writer re-checks the deque after clearing it
             self._wake.set()

@@ -101,6 +101,22 @@ def test_events_of_a_quiet_moment_share_one_transaction(tmp_path) -> None:
     writer.close()
 
 
+def test_a_full_batch_is_written_without_waiting_out_the_linger(tmp_path) -> None:
+    """Lingering collects a batch; once one is full there is nothing left to wait for."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    writer = EventWriter(engine, batch_size=5, linger=60.0)
+    for i in range(4):
+        writer.record(exposure(i))
+    time.sleep(0.2)  # a batch short of full lingers (60 s here): nothing written yet
+    assert count(engine, exposures) == 0
+    writer.record(exposure(4))
+    deadline = time.monotonic() + 10
+    while count(engine, exposures) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert count(engine, exposures) == 5
+    writer.close()
+
+
 def test_a_store_from_an_older_version_gains_the_new_columns(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with sa.create_engine(url).begin() as conn:
