@@ -26,9 +26,7 @@ counts), so the difference is the proxy's work and nothing about the server.
 
 from __future__ import annotations
 
-import functools
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -63,21 +61,28 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     return _answer(start_response, f"{reply.status} OK", reply.data)
 
 
-@functools.cache
-def _flags() -> FlagClient:
-    """This worker's flag client (made on the first call: after the server forks)."""
-    data = Path(tempfile.mkdtemp(prefix="rollout-floor-"))
+def _flag_client(flags_dir: Path) -> FlagClient:
+    """This worker's flag client. Made when the module is imported, i.e. in each worker after
+    the server forks, and before the first request (which would otherwise pay for it). Its
+    data folder sits beside the flags, in the benchmark's own temporary folder, which the
+    benchmark removes (a server's worker may end without running atexit)."""
+    data = flags_dir.parent / f"floor-data-{os.getpid()}"
     settings = Settings.load({"data_dir": data, "unleash_url": None})
-    flags = FlagClient(settings, load_flags(Path(os.environ["FLAGS_DIR"])))
+    flags = FlagClient(settings, load_flags(flags_dir))
     flags.start()
     return flags
+
+
+_FLAGS = _flag_client(Path(os.environ["FLAGS_DIR"])) if os.environ.get("FLAGS_DIR") else None
 
 
 def decide(context: dict[str, Any]) -> dict[str, Any]:
     """The benchmark flag's variant for `context`: the selector's own engine call (its engine
     shortcut, or the SDK's `get_variant` where the shortcut does not attach)."""
-    flags = _flags()
-    variant: dict[str, Any] = (flags._variants or flags._client).get_variant("bench", context)
+    if _FLAGS is None:
+        raise RuntimeError("/decide needs FLAGS_DIR, the benchmark's flag folder")
+    source = _FLAGS._variants or _FLAGS._client
+    variant: dict[str, Any] = source.get_variant("bench", context)
     return variant
 
 
