@@ -36,7 +36,7 @@ import orjson
 from service.config import Settings
 from service.flags.definitions import load_flags
 from service.serving.bento_http import BentoPool
-from service.serving.flag_client import FlagClient
+from service.serving.flag_client import FlagClient, Variant
 
 _POOL = BentoPool(os.environ.get("BENTO_URL", "http://127.0.0.1:3000").rstrip("/"), 64, 1.0, 10.0)
 _HEADERS = {"Content-Type": "application/json"}
@@ -76,14 +76,12 @@ def _flag_client(flags_dir: Path) -> FlagClient:
 _FLAGS = _flag_client(Path(os.environ["FLAGS_DIR"])) if os.environ.get("FLAGS_DIR") else None
 
 
-def decide(context: dict[str, Any]) -> dict[str, Any]:
-    """The benchmark flag's variant for `context`: the selector's own engine call (its engine
-    shortcut, or the SDK's `get_variant` where the shortcut does not attach)."""
+def decide(context: dict[str, Any]) -> Variant:
+    """The benchmark flag's variant for `context`, as the selector's routing asks for it
+    (`FlagClient.variant`: the engine shortcut, or the SDK where it does not attach)."""
     if _FLAGS is None:
         raise RuntimeError("/decide needs FLAGS_DIR, the benchmark's flag folder")
-    source = _FLAGS._variants or _FLAGS._client
-    variant: dict[str, Any] = source.get_variant("bench", context)
-    return variant
+    return _FLAGS.variant("bench", context)
 
 
 def _answer(
