@@ -77,7 +77,7 @@ class FlagHealth:
 
     def routed(self, decision: RoutingDecision) -> None:
         """Count the decision's reason; count and log (rate-limited) a mistake it avoided."""
-        self.metrics.routing.labels(decision.flag, decision.reason).inc()
+        self.metrics.routed(decision.flag, decision.reason)
         problem = decision.problem
         if problem is None:
             return

@@ -63,6 +63,14 @@ class SelectorMetrics:
         pair[0].inc()
         pair[1].observe(seconds)
 
+    def routed(self, flag: str, reason: str) -> None:
+        """One routing decision (resolve or predict), counted by its reason."""
+        key = ("routed", flag, reason)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, self.routing.labels(flag, reason))
+        child.inc()
+
     def bento_call(self, bento: str, seconds: float) -> None:
         """The latency of one call to a bento."""
         key = ("bento", bento)

@@ -311,6 +311,7 @@ def test_metrics_are_prometheus_text_per_flag_variant_and_bento(app, client) -> 
         'selector_fallbacks_total{bento="churn:v1",failed_bento="churn:v2",'
         'flag="churn-model",variant="canary"} 1.0',
         'selector_circuit_state{bento="churn:v2"} 0.0',
+        'selector_routing_decisions_total{flag="churn-model",reason="strategy_variant"} 2.0',
         "selector_event_queue_depth ",
         'selector_request_latency_seconds_bucket{bento="churn:v2",flag="churn-model",le="0.001"',
     ):
