@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -86,7 +86,7 @@ def engine_context(static: dict[str, Any], context: dict[str, Any]) -> dict[str,
     string, and every top-level field that is not a standard one copied into the properties."""
     merged = {**static, **context}
     if "currentTime" not in merged:
-        merged["currentTime"] = datetime.now(UTC).isoformat()
+        merged["currentTime"] = utc_now_text()
     properties = {k: v for k, v in merged.items() if k not in BASE_FIELDS}
     properties.update(merged.get("properties") or {})
     out: dict[str, Any] = {k: _text(v) for k, v in merged.items() if k != "properties"}

@@ -268,6 +268,14 @@ def test_the_current_time_is_the_sdks_text() -> None:
     assert abs(datetime.fromisoformat(given) - datetime.now(UTC)).total_seconds() < 5
 
 
+def test_the_context_takes_its_time_from_the_once_a_second_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # utc_now_text, not datetime.now().isoformat(): the cheaper one is the one on the request.
+    monkeypatch.setattr(engine_variants, "utc_now_text", lambda: "2026-12-06T12:00:00.000001+00:00")
+    assert engine_context({}, {"userId": "u1"})["currentTime"].endswith("00.000001+00:00")
+
+
 def test_the_counting_thread_hands_counts_over_by_itself(
     clients: tuple[FlagClient, FlagClient],
 ) -> None:
