@@ -11,7 +11,10 @@
    (the selector minus it is the selector's own work); the decision floor, that proxy plus the
    part no selector can skip (parse the body, decide the flag through the same Unleash engine,
    re-encode the inputs), i.e. the least a proxy that decides per request adds; and a minimal
-   echo, the round trip through that server alone.
+   echo, the round trip through that server alone. Concurrency 1 is measured twice: with
+   everything sharing the machine's cores, and with the bento on a core of its own, as a
+   deployment runs the model in its own pod (scripts/benchmarks/placement.py; `--shared-only`
+   skips it). The targets are printed for both.
 2. The routing decision alone (`service.serving.routing.decide`) versus a bare
    `UnleashClient.get_variant` on the same client and flags; then the flag decision hot and
    cold, the SDK's against the engine shortcut (scripts/benchmarks/engine_variants.py).
@@ -48,6 +51,7 @@ from bench_flags import flag_folder
 from engine_variants import decision_costs, print_costs
 from event_rates import EventRates, event_checks, event_rates, print_events
 from memory_soak import Soak, emptied, print_soaks, soak
+from placement import own_core
 
 from service.config import Settings
 from service.flags.definitions import load_flags
@@ -160,6 +164,13 @@ class Row:
     decided: dict[str, LoadResult]  # server -> the minimal proxy that also decides the flag
     routed: dict[str, LoadResult]  # server -> `rollout serve --server` on it
     echo: dict[str, LoadResult]  # server -> the minimal echo on it: one hop, no bento
+    own_core: bool = False  # the bento pinned to a core of its own (placement.py)
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.concurrency}, bento on its own core" if self.own_core else str(self.concurrency)
+        )
 
 
 def main() -> None:
@@ -167,6 +178,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency and target")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--workers", type=int, default=2, help="selector (and floor) workers")
+    parser.add_argument(
+        "--shared-only",
+        action="store_true",
+        help="measure concurrency 1 only with all cores shared, not again with the bento pinned",
+    )
     parser.add_argument(
         "--postgres-url",
         default=None,
@@ -200,7 +216,9 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     base = Settings.load()
     build_all(base, versions=["v1"])
     flags_dir = flag_folder(work)
-    rows = serving_rows(base, work, flags_dir, levels, args.seconds, args.workers)
+    rows = serving_rows(
+        base, work, flags_dir, levels, args.seconds, args.workers, not args.shared_only
+    )
     settings = Settings.load({"data_dir": work / "data", "unleash_url": None})
     ours, bare = routing_cost(flags_dir, settings)
     cold = decision_costs()
@@ -243,9 +261,16 @@ def memory_soaks(
 
 
 def serving_rows(
-    base: Settings, work: Path, flags_dir: Path, levels: list[int], seconds: float, workers: int
+    base: Settings,
+    work: Path,
+    flags_dir: Path,
+    levels: list[int],
+    seconds: float,
+    workers: int,
+    pin: bool = True,
 ) -> list[Row]:
-    """Every target up at once; each concurrency level runs them one after the other."""
+    """Every target up at once; each concurrency level runs them one after the other, and
+    concurrency 1 again with the bento on a core of its own (`pin`, on a multi-core machine)."""
     direct_bodies, routed_bodies = request_bodies()
     threads = max(levels) // workers + 1
     with BentoProcess("churn:v1", settings=base, log_path=work / "bento.log") as bento:
@@ -288,7 +313,15 @@ def serving_rows(
             for url, bodies in urls.values():
                 run_load(url, bodies, max(levels), 1.0)
             metrics = {name: f"http://127.0.0.1:{ports[name]}/metrics" for name in SERVERS}
-            return [measure(c, urls, seconds, metrics) for c in levels]
+            rows = [measure(c, urls, seconds, metrics) for c in levels]
+            if pin and 1 in levels:
+                others = [
+                    p.process.pid for p in [*selectors.values(), *floors.values()] if p.process
+                ]
+                with own_core(bento.process.pid, others) as pinned:
+                    if pinned:
+                        rows.append(replace(measure(1, urls, seconds, metrics), own_core=True))
+            return rows
 
 
 ROUNDS = 5  # at concurrency > 1, each target's time in rounds, interleaved with the others'
@@ -449,7 +482,7 @@ def print_serving(rows: list[Row]) -> None:
     print("| --- " * (3 + 6 * len(SERVERS) + 1) + "|")
     for row in rows:
         d = row.direct
-        line = f"| {row.concurrency} | {_p(d)} | {d.throughput:.0f} "
+        line = f"| {row.label} | {_p(d)} | {d.throughput:.0f} "
         for name in SERVERS:
             f, r = row.floor[name], row.routed[name]
             line += f"| {_p(row.echo[name])} "
@@ -466,21 +499,11 @@ def print_serving(rows: list[Row]) -> None:
 
 def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool]]:
     """The serving targets per server, each naming that server's floor: what one hop costs."""
-    by_c = {row.concurrency: row for row in rows}
+    by_c = {row.concurrency: row for row in rows if not row.own_core}
     checks: list[tuple[str, float | None, float, bool]] = []
     for name in SERVERS:
-        if 1 in by_c:
-            d, f, r = by_c[1].direct, by_c[1].floor[name], by_c[1].routed[name]
-            echo, decided = by_c[1].echo[name], by_c[1].decided[name]
-            for q, target in ((0.5, 0.5), (0.99, 1.5)):
-                floor = f.percentile(q) - d.percentile(q)
-                least = decided.percentile(q) - d.percentile(q)
-                label = (
-                    f"added p{q * 100:.0f} at c=1, {name} (ms; its floor adds {floor:+.2f}, "
-                    f"the decision floor {least:+.2f}{_beyond(least, target)}, "
-                    f"an echo alone takes {echo.percentile(q):.2f})"
-                )
-                checks.append((label, r.percentile(q) - d.percentile(q), target, True))
+        for row in (r for r in rows if r.concurrency == 1):
+            checks += _latency_checks(row, name)
         if 16 in by_c:
             d, f, r = by_c[16].direct, by_c[16].floor[name], by_c[16].routed[name]
             ratio = f.throughput / d.throughput
@@ -488,6 +511,24 @@ def serving_checks(rows: list[Row]) -> list[tuple[str, float | None, float, bool
             checks.append((label, r.throughput / d.throughput, 0.9, False))
         errors = sum(row.routed[name].errors for row in rows)
         checks.append((f"selector errors, {name}", errors, 0, True))
+    return checks
+
+
+def _latency_checks(row: Row, name: str) -> list[tuple[str, float | None, float, bool]]:
+    """p50 and p99 added at concurrency 1 on `name`, each beside its floors."""
+    d, f, r = row.direct, row.floor[name], row.routed[name]
+    echo, decided = row.echo[name], row.decided[name]
+    where = ", bento on its own core" if row.own_core else ""
+    checks: list[tuple[str, float | None, float, bool]] = []
+    for q, target in ((0.5, 0.5), (0.99, 1.5)):
+        floor = f.percentile(q) - d.percentile(q)
+        least = decided.percentile(q) - d.percentile(q)
+        label = (
+            f"added p{q * 100:.0f} at c=1{where}, {name} (ms; its floor adds {floor:+.2f}, "
+            f"the decision floor {least:+.2f}{_beyond(least, target)}, "
+            f"an echo alone takes {echo.percentile(q):.2f})"
+        )
+        checks.append((label, r.percentile(q) - d.percentile(q), target, True))
     return checks
 
 
