@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,33 @@ def _add_missing_columns(engine: sa.Engine) -> None:
                     index.create(conn, checkfirst=True)
 
 
+SQLITE_BUSY_MS = 10_000  # how long a statement waits for another connection's lock
+
+
+def _write_ahead_log(cursor: Any) -> None:
+    """Put the store in WAL mode (kept in the file: every later connection finds it so).
+
+    The workers of `rollout serve` open a fresh store at the same moment, and SQLite can answer
+    a journal-mode change that meets another connection's lock with "database is locked" at
+    once, without waiting out the busy timeout: two processes opening a new store together met
+    it in 77 trials of 100, and a gunicorn worker that fails to boot stops the whole server.
+    So the mode is read first, changed only when it is not WAL yet, and a locked change is
+    tried again for as long as any other statement would wait.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)  # another opener holds the lock for milliseconds: look again
+            delay = min(delay * 2, 0.2)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # 16 KiB pages for a new store (SQLite ignores this once the file has content): with the
@@ -226,9 +254,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # floor (bare inserts, scripts/benchmarks/event_rates.py) went from 85-91k rows/s to
     # 98-105k (8 KiB: 94k; 32 KiB: 103k; 64 KiB: 93k). A store made earlier keeps 4 KiB pages
     # (the README says how to convert one).
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
     cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    _write_ahead_log(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     # A checkpoint copies the log back into the database and syncs both, on the committing
     # connection (the event writer). SQLite's default (every 1,000 pages, 4 MB) checkpointed
