@@ -224,8 +224,8 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     cold = decision_costs()
     latency_only = args.only == "latency"
     rates = {} if latency_only else event_rates(work, args.postgres_url)
-    soaks = memory_soaks(work, flags_dir, args.soak, args.postgres_url) if args.soak else []
-    soaks = [] if latency_only else soaks
+    soaking = args.soak and not latency_only  # before, --only latency ran it and dropped it
+    soaks = memory_soaks(work, flags_dir, args.soak, args.postgres_url) if soaking else []
     print_table(rows, ours, bare, rates)
     print_costs(cold)
     print()
