@@ -2,11 +2,12 @@
 
 On this 2-core machine the bento's model, the selector, the floors and the client all share
 both cores: while the model runs, it evicts what the selector's worker had in the CPU caches,
-so the worker meets each request cold (scripts/benchmarks/cold_handler.py: about twice the hot
-cost). Deployed, the model runs in a pod of its own (`rollout deploy kubernetes`: a Deployment
-per bento version), on CPU the selector does not share. `own_core` pins every thread of the
-bento's process tree to the last CPU this process may use, and everything else (the selector,
-the floors, this client) to the others; afterwards every thread gets all of them back.
+so the worker meets each request cold (scripts/benchmarks/cold_handler.py: two to three times
+the hot cost). Deployed, the model runs in a pod of its own (`rollout deploy kubernetes`: a
+Deployment per bento version), on CPU the selector does not share. `own_core` pins every
+thread of the bento's process tree to the last CPU this process may use, and everything else
+(the selector, the floors, this client) to the others; afterwards every thread gets all of
+them back.
 
 It is a second row beside the shared one, never instead of it: the targets are printed for
 both, and the shared machine's figures stay the headline.
@@ -21,14 +22,10 @@ from collections.abc import Iterable, Iterator
 import psutil
 
 
-def own_core(bento_pid: int, other_pids: Iterable[int]) -> contextlib.AbstractContextManager[bool]:
+@contextlib.contextmanager
+def own_core(bento_pid: int, other_pids: Iterable[int]) -> Iterator[bool]:
     """Pin the bento's processes to one CPU and the rest to the others; yields False (pinning
     nothing) on a machine with a single CPU."""
-    return _pinned(bento_pid, list(other_pids))
-
-
-@contextlib.contextmanager
-def _pinned(bento_pid: int, other_pids: list[int]) -> Iterator[bool]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         yield False
