@@ -15,9 +15,15 @@ check's recent exposures, `RecentExposures`: two generations of `size` keys, two
 request), then goes on in rounds of 10,000 requests until no worker's RSS moves by 0.25 MiB in
 two rounds in a row (at most 200,000 requests): growth after it is what is not bounded.
 
+The requests come from `USERS` distinct users, a population the size `event_rates.py` draws
+from, not the 500 of the latency sections: the event store's `user_id` index then takes each
+new row on a random page, as it does in service. With 500 users it took them on the few hundred
+pages at the end of each user's run, a set that grows as the index splits, so on SQLite each
+worker's page cache (at most 8 MiB per connection, `service.store.events`) kept filling for
+hundreds of thousands of requests: growth that stops at that bound, but after any warm-up this
+benchmark could afford (README, "The memory soak on SQLite").
+
 The event store is SQLite (the default) or, with `--postgres-url`, that PostgreSQL database.
-On SQLite each worker's page cache (at most 8 MiB per connection, `service.store.events`)
-fills as the store file grows, which shows as growth until it is full.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from service.store.events import create_engine, exposures, outcomes
 from service.store.writer import RecentExposures
 
 CONCURRENCY = 16
+USERS = 100_000  # distinct users the soak's requests come from (see the module doc)
 CHECKPOINTS = 4
 # Requests per worker that fill RecentExposures (two generations of `size` keys, two keys a
 # request), plus a margin; times the number of workers, which share the requests.
@@ -161,7 +168,7 @@ def print_soaks(soaks: list[Soak], say: Callable[[str], None] = print) -> None:
         say(
             f"memory soak, {result.server}, {result.store} store: warm-up {result.warm_up:,} "
             f"requests, then "
-            f"{result.checkpoints[-1][0]:,} at concurrency {CONCURRENCY} in "
+            f"{result.checkpoints[-1][0]:,} at concurrency {CONCURRENCY} from {USERS:,} users in "
             f"{result.seconds:.0f} s ({result.errors} errors)"
         )
         head = "| worker | after warm-up (MiB) | "

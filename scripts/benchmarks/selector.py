@@ -50,6 +50,7 @@ import urllib3
 from bench_flags import flag_folder
 from engine_variants import decision_costs, print_costs
 from event_rates import EventRates, event_checks, event_rates, print_events
+from memory_soak import USERS as SOAK_USERS
 from memory_soak import Soak, emptied, print_soaks, soak
 from placement import own_core
 
@@ -249,7 +250,7 @@ def memory_soaks(
 ) -> list[Soak]:
     """Section 4 on each server, in front of one stub bento (hop_floor.py on granian); the
     events go to `postgres_url` (emptied first) when given, else to SQLite."""
-    _, routed_bodies = request_bodies()
+    _, routed_bodies = request_bodies(SOAK_USERS)
     stub_port = free_port()
     with granian_floor_process(stub_port, work / "stub.log", "http://127.0.0.1:9", 1, 4) as stub:
         stub.wait_ready(60)
