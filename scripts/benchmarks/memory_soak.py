@@ -36,13 +36,13 @@ from pathlib import Path
 
 import psutil
 import urllib3
+from event_rates import USERS  # the soak's requests come from as many users (module doc)
 
 from service.processes import ManagedProcess, free_port, selector_process
 from service.store.events import create_engine, exposures, outcomes
 from service.store.writer import RecentExposures
 
 CONCURRENCY = 16
-USERS = 100_000  # distinct users the soak's requests come from (see the module doc)
 CHECKPOINTS = 4
 # Requests per worker that fill RecentExposures (two generations of `size` keys, two keys a
 # request), plus a margin; times the number of workers, which share the requests.
